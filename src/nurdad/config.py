@@ -44,6 +44,17 @@ def _coerce(hint, value, name: str):
         if value is None:
             return None
         return _coerce(args[0], value, name)
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"config section {name!r}: expected a table, got {value!r}")
+        return from_dict(hint, value, name)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config field {name!r}: expected a table of name = value, got {value!r}")
+        _, inner = typing.get_args(hint)
+        return {str(k): _coerce(inner, v, f"{name}.{k}") for k, v in value.items()}
     if origin in (tuple, list):
         if not isinstance(value, list | tuple):
             raise ConfigError(f"config field {name!r}: expected a list, got {value!r}")
@@ -72,9 +83,29 @@ def load_toml(path: str | Path | None) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 
 
-def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """`base` updated with the overrides that are not None (unset CLI flags stay out)."""
-    return {**base, **{k: v for k, v in overrides.items() if v is not None}}
+def nest_flags(flat: dict[str, Any]) -> dict[str, Any]:
+    """{'simulation.pt_min_gev': 500} -> {'simulation': {'pt_min_gev': 500}}; None (unset flags) dropped."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        if value is None:
+            continue
+        *parents, leaf = key.split(".")
+        node = out
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return out
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` applied, recursing into nested tables."""
+    result = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = deep_merge(result[key], value)
+        else:
+            result[key] = value
+    return result
 
 
 def to_dict(config) -> dict[str, Any]:
