@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -74,7 +75,7 @@ def _cmd_generate(args) -> None:
 # -------------------------------------------------------------------------------------------------- data
 def _add_data(sub) -> None:
     p = sub.add_parser("data", help="inspect and merge jet datasets")
-    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="{info,merge}")
+    data_sub = _subcommands(p, dest="data_command", metavar="{info,merge}")
     info = data_sub.add_parser("info", help="counts and mass quantiles per process")
     info.add_argument("files", nargs="+", help="jet files, directories or globs")
     info.add_argument("--json", action="store_true", help="print JSON")
@@ -110,17 +111,87 @@ def _cmd_data_merge(args) -> None:
     print(merge_files(expand_paths(args.inputs), args.out))
 
 
+# ------------------------------------------------------------------------------------------------- train
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train NuRD (or the autoencoder baseline) into a run directory")
+    p.add_argument("--data", "-d", required=True, nargs="+", help="jet files, directories or globs")
+    p.add_argument("--out", "-o", required=True, help="run directory")
+    p.add_argument("--config", help="TOML file with a [train] table (and [train.nurd], ...)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--model", choices=("nurd", "ae"), help="nurd (default) or ae (autoencoder baseline)")
+    p.add_argument("--lambda", type=float, dest="nurd.lambda_penalty",
+                   help="dependence penalty weight (0 = plain classifier; default 1)")
+    p.add_argument("--schedule", choices=("fast", "reference"), dest="nurd.schedule",
+                   help="critic schedule (default fast)")
+    p.add_argument("--critic-steps", type=int, dest="nurd.critic_steps", help="fast: critic steps per step")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--backgrounds", nargs="+", help="background processes = classes (default qcd wz)")
+    p.add_argument("--nuisance", nargs="+", help="nuisance columns (default mass)")
+    p.add_argument("--weights", choices=("exact", "classifier"), dest="weights.method",
+                   help="how p(y|z) is estimated for the importance weights")
+    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--test-fraction", type=float)
+    p.add_argument("--device", help="cpu (default), cuda or cuda:N")
+    p.set_defaults(func=_cmd_train)
+
+
+def train_config_from_args(args, keys: tuple[str, ...]):
+    """TrainConfig from --config's [train] table overridden by the flags named in `keys`."""
+    from nurdad.training import TrainConfig
+
+    flags = {k: getattr(args, k, None) for k in keys}
+    return from_dict(TrainConfig, deep_merge(load_toml(args.config).get("train", {}), nest_flags(flags)),
+                     "train")
+
+
+_TRAIN_FLAGS = ("model", "nurd.lambda_penalty", "nurd.schedule", "nurd.critic_steps", "epochs", "batch_size",
+                "lr", "seed", "backgrounds", "nuisance", "weights.method", "val_fraction", "test_fraction",
+                "device")
+
+
+def _cmd_train(args) -> None:
+    from nurdad.distributed import distributed_session
+    from nurdad.training import train
+
+    config = train_config_from_args(args, _TRAIN_FLAGS)
+    with distributed_session(config.device):
+        summary = train(config, args.data, args.out, resume=args.resume, show_progress=not args.quiet)
+    line = (f"{args.out}: {summary['model']}, best epoch {summary['best_epoch']}, "
+            f"{summary['parameters']} parameters")
+    if "fresh_critic" in summary:
+        line += f", fresh-critic dependence {summary['fresh_critic']['info_estimate']:.4f} nats"
+    print(line)
+
+
 # ---------------------------------------------------------------------------------------------- main
+def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", default=default, help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="no progress bars, warnings only")
+
+
+def _subcommands(parser: argparse.ArgumentParser, **kwargs):
+    """Subparsers whose commands also accept -v/-q after the command name."""
+    common = argparse.ArgumentParser(add_help=False)
+    _add_verbosity(common, default=argparse.SUPPRESS)
+    sub = parser.add_subparsers(required=True, **kwargs)
+    sub.add_parser = functools.partial(sub.add_parser, parents=[common])
+    return sub
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nurdad", description="Robust, fast jet anomaly detection with NuRD.",
     )
     parser.add_argument("--version", action="version", version=f"nurdad {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_verbosity(parser, default=False)
+    sub = _subcommands(parser, dest="command", metavar="COMMAND")
     _add_generate(sub)
     _add_data(sub)
+    _add_train(sub)
     return parser
 
 

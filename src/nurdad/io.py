@@ -49,6 +49,14 @@ def write_json(path: str | os.PathLike, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+def save_torch(obj, path: str | os.PathLike) -> None:
+    """`torch.save` atomically (checkpoints, models)."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
 def _json_default(obj):
     if hasattr(obj, "tolist"):
         return obj.tolist()

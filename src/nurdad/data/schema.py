@@ -223,8 +223,9 @@ class JetDataset:
             take = np.flatnonzero(file_of_row == k)
             local = rows[take] - self.offsets[k]
             unique, inverse = np.unique(local, return_inverse=True)
-            if len(unique) and unique[-1] - unique[0] + 1 == len(unique):
-                block = self.files[k].read_images(slice(int(unique[0]), int(unique[-1]) + 1))
+            lo, hi = int(unique[0]), int(unique[-1]) + 1
+            if hi - lo <= 4 * len(unique):  # dense enough: one contiguous read beats fancy indexing
+                block = self.files[k].read_images(slice(lo, hi))[unique - lo]
             else:
                 block = self.files[k].read_images(unique)
             out[take] = block[inverse]
