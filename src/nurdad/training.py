@@ -19,6 +19,7 @@ summary.json      parameter and MAC counts, best epoch, fresh-critic dependence 
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import io
@@ -233,9 +234,10 @@ def validate_epoch(objective, batches: JetBatches) -> dict[str, float]:
 
 
 def _resolved(config: TrainConfig, data: PreparedData) -> dict:
-    return {"train": to_dict(config), "data": [str(p) for p in data.dataset.paths],
+    """The run's identity as stored in config.json (JSON-normalized, so it compares with a reload)."""
+    return json.loads(json.dumps({"train": to_dict(config), "data": [str(p) for p in data.dataset.paths],
             "n_jets": data.dataset.n_jets, "classes": list(data.classes), "run_format": RUN_FORMAT,
-            "nurdad_version": __version__}
+            "nurdad_version": __version__}))
 
 
 def _check_run_dir(run_dir: Path, resolved: dict, resume: bool) -> dict | None:
@@ -316,7 +318,8 @@ def _train_locked(config, data, run_dir, resume, show_progress, rank, world) -> 
         row["val_selection"] = objective.selection({k[4:]: v for k, v in row.items() if k.startswith("val_")})
         history.append(row)
         if row["val_selection"] < best["selection"]:
-            best = {"selection": row["val_selection"], "epoch": epoch, "state": objective.model_state()}
+            best = {"selection": row["val_selection"], "epoch": epoch,
+                    "state": copy.deepcopy(objective.model_state())}  # state_dict() aliases live weights
         if rank == 0:
             save_torch({"epoch": epoch, "objective": objective.state_dict(), "history": history, "best": best,
                         "torch_rng": torch.get_rng_state()}, run_dir / "checkpoint.pt")
