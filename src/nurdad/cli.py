@@ -205,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     except NurdadError as exc:
         print(f"nurdad: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # unwritable path, full disk, ...: the user's environment, not a bug
+        print(f"nurdad: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("nurdad: interrupted", file=sys.stderr)
         return 130

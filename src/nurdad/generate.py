@@ -165,6 +165,10 @@ def generate(
                 log.info("%s is complete; nothing to do", output)
                 return output
         raise NurdadError(f"{output}: exists with other settings; delete it or choose another --out")
+    try:
+        shard_dir(output).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NurdadError(f"{output}: cannot write here ({exc.strerror})") from None
     tasks = plan_shards(config, output)
     mine = [t for k, t in enumerate(tasks) if k % n_parts == part]
     todo = [t for t in mine if not _existing_shard_matches(t, _shard_config(config, t))]
@@ -183,7 +187,6 @@ def generate(
 def _run_tasks(todo: list[ShardTask], config: GenerateConfig, workers: int, show_progress: bool) -> None:
     if not todo:
         return
-    todo[0].path.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=sum(t.n_jets for t in todo), unit="jet", desc="generate", disable=not show_progress,
                smoothing=0.05)
     with bar:
