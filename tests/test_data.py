@@ -46,7 +46,8 @@ def test_merge_concatenates_and_refuses_duplicates(tmp_path):
     data = open_dataset(merged)
     assert len(data) == 5 + 6 + 7
     np.testing.assert_array_equal(data.column("seed"), np.repeat([100, 101, 102], [5, 6, 7]))
-    np.testing.assert_array_equal(open_dataset(paths).read_images(np.arange(18)), data.read_images(np.arange(18)))
+    every = np.arange(18)
+    np.testing.assert_array_equal(open_dataset(paths).read_images(every), data.read_images(every))
     with pytest.raises(SchemaError, match="duplicate"):
         merge_files([paths[0], paths[1], paths[0]], tmp_path / "dup.h5")
     assert not (tmp_path / "dup.h5").exists()
@@ -71,7 +72,8 @@ def test_validation_errors(tmp_path):
         JetFile(tmp_path / "shape.h5")
     bad = np.ones((3, 4, 4), dtype=np.float32)
     bad[1, 2, 2] = np.nan
-    path = write_jets(tmp_path / "nan.h5", bad, {"process": np.full(3, "qcd", dtype="S16"), "mass": np.ones(3)})
+    columns = {"process": np.full(3, "qcd", dtype="S16"), "mass": np.ones(3)}
+    path = write_jets(tmp_path / "nan.h5", bad, columns)
     with pytest.raises(SchemaError, match="NaN/inf pixels \\(first at row 1\\)"):
         JetFile(path).validate()
     with pytest.raises(SchemaError, match="mass.*has 2 rows"):
@@ -101,8 +103,8 @@ def test_rank_slices_partition_the_global_batch(tmp_path):
     data = open_dataset(toy_jet_file(tmp_path / "toy.h5", {"qcd": 40, "wz": 40}))
     rows = np.arange(80)
     per_rank = [
-        [b["rows"].numpy() for b in JetBatches(data, rows, {}, 16, True, seed=3, rank=r, world_size=2).epoch(0)]
-        for r in range(2)
+        [b["rows"].numpy() for b in JetBatches(data, rows, {}, 16, True, seed=3, rank=r, world_size=2)
+         .epoch(0)] for r in range(2)
     ]
     single = [b["rows"].numpy() for b in JetBatches(data, rows, {}, 16, True, seed=3).epoch(0)]
     for whole, a, b in zip(single, *per_rank, strict=True):

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from helpers import toy_jet_file
+from nurdad.data import open_dataset
 from nurdad.errors import ConfigError, RunDirError, SchemaError
 from nurdad.nurd.objective import NurdConfig
 from nurdad.scoring import load_run, score_dataset
-from nurdad.data import open_dataset
 from nurdad.training import TrainConfig, make_split, train
 
 TINY = dict(epochs=2, batch_size=64, fresh_critic_epochs=2,
@@ -84,8 +84,10 @@ def test_resume_equals_uninterrupted_and_seed_reproduces(toy_file, tmp_path, mon
         state = torch.load(tmp_path / other / "model.pt")["state"]
         for key in full:
             assert torch.equal(full[key], state[key]), (other, key)
-        assert _comparable(tmp_path / other / "history.csv") == _comparable(tmp_path / "full" / "history.csv")
-    assert (tmp_path / "full" / "detector.json").read_text() == (tmp_path / "cut" / "detector.json").read_text()
+        assert _comparable(tmp_path / other / "history.csv") == \
+            _comparable(tmp_path / "full" / "history.csv")
+    detector = (tmp_path / "full" / "detector.json").read_text()
+    assert detector == (tmp_path / "cut" / "detector.json").read_text()
 
 
 def test_run_dir_is_not_overwritten(toy_file, tmp_path):
