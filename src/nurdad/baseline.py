@@ -25,10 +25,11 @@ class AutoencoderObjective:
 
     uses_critic = False
 
-    def __init__(self, config: BaselineConfig, lr: float, seed: int, wrap=lambda m: m):
+    def __init__(self, config: BaselineConfig, lr: float, seed: int, device: torch.device | str = "cpu",
+                 wrap=lambda m: m):
         torch.manual_seed(seed)
         self.config = config
-        self.autoencoder = ConvAutoencoder(config.autoencoder)
+        self.autoencoder = ConvAutoencoder(config.autoencoder).to(device)
         self.model = wrap(self.autoencoder)
         self.optimizer = torch.optim.Adam(self.autoencoder.parameters(), lr=lr)
 

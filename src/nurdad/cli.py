@@ -6,6 +6,7 @@ import argparse
 import functools
 import json
 import logging
+import os
 import sys
 
 from nurdad import __version__
@@ -75,7 +76,7 @@ def _cmd_generate(args) -> None:
 # -------------------------------------------------------------------------------------------------- data
 def _add_data(sub) -> None:
     p = sub.add_parser("data", help="inspect and merge jet datasets")
-    data_sub = _subcommands(p, dest="data_command", metavar="{info,merge}")
+    data_sub = _subcommands(p, dest="data_command", metavar="{info,merge,import}")
     info = data_sub.add_parser("info", help="counts and mass quantiles per process")
     info.add_argument("files", nargs="+", help="jet files, directories or globs")
     info.add_argument("--json", action="store_true", help="print JSON")
@@ -85,6 +86,7 @@ def _add_data(sub) -> None:
     merge.add_argument("inputs", nargs="+", help="jet files, directories or globs")
     merge.add_argument("--out", "-o", required=True, help="merged output file")
     merge.set_defaults(func=_cmd_data_merge)
+    _add_data_import(data_sub)
 
 
 def _cmd_data_info(args) -> None:
@@ -109,6 +111,44 @@ def _cmd_data_merge(args) -> None:
     from nurdad.data import expand_paths, merge_files
 
     print(merge_files(expand_paths(args.inputs), args.out))
+
+
+def _add_data_import(data_sub) -> None:
+    from nurdad.importers import IMPORTERS, KINEMATICS
+
+    p = data_sub.add_parser(
+        "import", help="convert a public jet dataset into a nurdad jet file (same images as generate)",
+        description="formats:\n" + "\n".join(f"  {name}: {imp.summary}" for name, imp in IMPORTERS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("format", choices=list(IMPORTERS), metavar="FORMAT", help=", ".join(IMPORTERS))
+    p.add_argument("source", metavar="IN", help="source file, or a directory of them")
+    p.add_argument("out", metavar="OUT", help="nurdad jet file to write")
+    p.add_argument("--max-jets", type=int, metavar="N", help="stop after N jets (default all)")
+    p.add_argument("--kinematics", choices=KINEMATICS, default="dataset",
+                   help="jet mass/pt/eta: the source's values where it gives them (dataset, default) or "
+                        "the four-vector sum of the imported constituents (constituents)")
+    p.add_argument("--config", metavar="TOML", help="generate config whose [generate.images] sets the images")
+    p.add_argument("--image-size", type=int, dest="images.size", metavar="N",
+                   help="pixels per side (default 50)")
+    p.add_argument("--half-width", type=float, dest="images.half_width", metavar="W",
+                   help="image half width in delta-eta and delta-phi (default 0.8)")
+    for step in ("center", "rotate", "flip", "normalize"):
+        p.add_argument(f"--{step}", action=argparse.BooleanOptionalAction, dest=f"images.{step}",
+                       default=None, help=f"image preprocessing step '{step}' (default on)")
+    p.set_defaults(func=_cmd_data_import)
+
+
+def _cmd_data_import(args) -> None:
+    from nurdad.images import ImageConfig
+    from nurdad.importers import import_dataset
+
+    flags = nest_flags({k: v for k, v in vars(args).items() if k.startswith("images.")})
+    values = deep_merge(load_toml(args.config).get("generate", {}).get("images", {}), flags.get("images", {}))
+    info = import_dataset(args.format, args.source, args.out, from_dict(ImageConfig, values, "images"),
+                          max_jets=args.max_jets, kinematics=args.kinematics)
+    counts = ", ".join(f"{name} {n}" for name, n in info["processes"].items())
+    print(f"{info['output']}: {info['jets']} jets ({counts}) from {len(info['files'])} file(s)")
 
 
 # ------------------------------------------------------------------------------------------------- train
@@ -159,11 +199,186 @@ def _cmd_train(args) -> None:
     config = train_config_from_args(args, _TRAIN_FLAGS)
     with distributed_session(config.device):
         summary = train(config, args.data, args.out, resume=args.resume, show_progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) > 0:
+        return  # rank 0 speaks for a torchrun job
     line = (f"{args.out}: {summary['model']}, best epoch {summary['best_epoch']}, "
             f"{summary['parameters']} parameters")
     if "fresh_critic" in summary:
         line += f", fresh-critic dependence {summary['fresh_critic']['info_estimate']:.4f} nats"
     print(line)
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score runs on jets: AUROC, rejection, mass sculpting, robustness",
+                       usage="nurdad evaluate RUN_DIR... --data FILE... [-o metrics.json]")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run directories")
+    p.add_argument("--data", "-d", required=True, nargs="+",
+                   help="jet files (on the runs' own training data only held-out jets are used)")
+    p.add_argument("--out", "-o", default="metrics.json",
+                   help="metrics JSON (default metrics.json); per-jet scores go next to it as .npz")
+    p.add_argument("--anomalies", nargs="+", help="anomaly processes (default: all non-background ones)")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> None:
+    from nurdad.evaluate import evaluate_runs, format_table, scores_path
+
+    metrics = evaluate_runs(args.run_dirs, args.data, args.anomalies, out=args.out)
+    print(format_table(metrics))
+    print(f"metrics: {args.out}, per-jet scores: {scores_path(args.out)}")
+
+
+# ------------------------------------------------------------------------------------------------- sweep
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="train NuRD at several lambdas and the AE, evaluate, plot the trade-off")
+    p.add_argument("--data", "-d", required=True, nargs="+", help="jet files, directories or globs")
+    p.add_argument("--out", "-o", required=True, help="sweep directory (rerun the command to resume)")
+    p.add_argument("--lambdas", type=float, nargs="+", default=None,
+                   help="penalty weights (default 0 0.3 1 3 10)")
+    p.add_argument("--config", help="TOML file with a [train] table: the base of every run")
+    p.add_argument("--no-ae", action="store_true", help="skip the autoencoder reference")
+    p.add_argument("--anomalies", nargs="+", help="anomaly processes (default: all non-background ones)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--schedule", choices=("fast", "reference"), dest="nurd.schedule",
+                   help="critic schedule (default fast)")
+    p.add_argument("--device", help="cpu (default), cuda or cuda:N")
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _cmd_sweep(args) -> None:
+    from nurdad.sweep import DEFAULT_LAMBDAS, format_sweep, run_sweep
+
+    config = train_config_from_args(args, ("epochs", "batch_size", "lr", "seed", "nurd.schedule", "device"))
+    sweep = run_sweep(args.data, args.out, config, args.lambdas or DEFAULT_LAMBDAS, with_ae=not args.no_ae,
+                      anomalies=args.anomalies, show_progress=not args.quiet)
+    print(format_sweep(sweep))
+    print(f"{args.out}/sweep.json, {args.out}/tradeoff.png, {args.out}/metrics.json")
+
+
+# ------------------------------------------------------------------------------------------------ report
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML page from run and sweep directories")
+    p.add_argument("inputs", nargs="*", metavar="RUN_DIR_OR_SWEEP_DIR")
+    p.add_argument("--out", "-o", default="report.html", help="HTML file (default report.html)")
+    p.add_argument("--metrics", help="show this evaluation (from nurdad evaluate) instead of making one")
+    p.add_argument("--data", "-d", nargs="+",
+                   help="evaluate on these jets when needed (default: the runs' training data)")
+    p.add_argument("--title", default="nurdad report")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args) -> None:
+    from nurdad.report import build_report
+
+    print(build_report(args.inputs, args.out, metrics_path=args.metrics, data=args.data, title=args.title))
+
+
+# -------------------------------------------------------------------------------------------------- demo
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="simulate a small dataset, train NuRD / classifier / AE, write a report")
+    p.add_argument("--out", "-o", default="demo", help="output folder (default demo; rerun to resume)")
+    p.add_argument("--jets-per-class", type=int,
+                   help="background jets per class (default 1500; top gets a third, hbb a fifth)")
+    p.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
+    p.add_argument("--workers", type=int, default=2, help="simulation processes (default 2)")
+    p.add_argument("--lambda", type=float, dest="lambda_penalty", default=1.0,
+                   help="NuRD penalty weight (default 1; lambda = 0 is trained as well)")
+    p.add_argument("--data", "-d", help="an existing jet file: skip the simulation")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args) -> None:
+    import time
+
+    from nurdad.demo import demo_jets, run_demo
+
+    started = time.perf_counter()
+    jets = demo_jets(args.jets_per_class) if args.jets_per_class else None
+    report = run_demo(args.out, jets, epochs=args.epochs, workers=args.workers, data=args.data,
+                      lambda_penalty=args.lambda_penalty, show_progress=not args.quiet)
+    print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min; open the report: {report}")
+
+
+# ------------------------------------------------------------------------------------------------- score
+_SCORE_CHUNK_JETS = 65536  # jets per score_dataset call: bounds memory on any dataset size
+_HEADLINE_SCORES = ("nurd_md", "nurd_ml", "ae_mse")
+
+
+def _add_score(sub) -> None:
+    p = sub.add_parser("score", help="per-jet anomaly scores of jet files with a trained run, to HDF5",
+                       usage="nurdad score RUN_DIR FILE... -o OUT.h5 [--batch-size N]")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="finished run directory (nurdad train)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="jet files, directories or globs")
+    p.add_argument("--out", "-o", required=True, help="HDF5 file of per-jet scores")
+    p.add_argument("--batch-size", type=int, default=1024, help="jets per forward pass (default 1024)")
+    p.set_defaults(func=_cmd_score)
+
+
+def _write_scores(run, dataset, out, batch_size: int) -> dict:
+    """Score `dataset` chunk by chunk into HDF5 `out` (atomic); return the (N,) scores.
+
+    Datasets: nurd_md, nurd_ml, d_<class>, representation (N, D) for a NuRD run, ae_mse for an
+    autoencoder (higher = more anomalous), plus process and mass (GeV) copied from the input.
+    """
+    import h5py
+    import numpy as np
+
+    from nurdad.io import atomic_path, provenance
+    from nurdad.scoring import score_dataset
+
+    kept: dict[str, list] = {}
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        for lo in range(0, len(dataset), _SCORE_CHUNK_JETS):
+            rows = np.arange(lo, min(len(dataset), lo + _SCORE_CHUNK_JETS))
+            for key, value in score_dataset(run, dataset, rows, batch_size).items():
+                if key in ("rows", "logits"):
+                    continue
+                if key not in f:
+                    f.create_dataset(key, shape=(0, *value.shape[1:]), maxshape=(None, *value.shape[1:]),
+                                     dtype=value.dtype, chunks=True)
+                f[key].resize(rows[-1] + 1, axis=0)
+                f[key][lo:] = value
+                if value.ndim == 1:
+                    kept.setdefault(key, []).append(value)
+        f["process"] = dataset.column("process").astype("S16")
+        f["mass"] = dataset.column("mass").astype(np.float32)
+        f.attrs.update(run_dir=str(run.run_dir), model=run.kind, classes=json.dumps(list(run.classes)),
+                       inputs=json.dumps([str(p) for p in dataset.paths]),
+                       provenance=json.dumps(provenance(), sort_keys=True))
+    return {key: np.concatenate(parts) for key, parts in kept.items()}
+
+
+def _cmd_score(args) -> None:
+    from pathlib import Path
+
+    from nurdad.data import open_dataset
+    from nurdad.errors import RunDirError
+    from nurdad.metrics import auroc
+    from nurdad.scoring import load_run
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size: expected an integer >= 1, got {args.batch_size}")
+    if not Path(args.run_dir).is_dir():
+        raise RunDirError(f"{args.run_dir}: no such run directory")
+    run = load_run(args.run_dir)
+    dataset = open_dataset(args.files)
+    dataset.validate()  # NaN/negative pixels: name the file, not the representation
+    scores = _write_scores(run, dataset, args.out, args.batch_size)
+    print(args.out)
+    process = dataset.column("process")
+    background = process[:, None] == list(run.config.backgrounds)
+    is_background = background.any(axis=1)
+    if not is_background.any():
+        return
+    for name in sorted(set(process[~is_background])):
+        values = [f"{key} {auroc(scores[key][is_background], scores[key][process == name]):.4f}"
+                  for key in _HEADLINE_SCORES if key in scores]
+        print(f"AUROC {name} ({(process == name).sum()} jets) vs {'+'.join(run.config.backgrounds)} "
+              f"({is_background.sum()} jets): " + ", ".join(values))
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -182,8 +397,15 @@ def _subcommands(parser: argparse.ArgumentParser, **kwargs):
     return sub
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors on one line, like every other nurdad error (batch logs grep well); exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="nurdad", description="Robust, fast jet anomaly detection with NuRD.",
     )
     parser.add_argument("--version", action="version", version=f"nurdad {__version__}")
@@ -192,6 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_data(sub)
     _add_train(sub)
+    _add_score(sub)
+    _add_evaluate(sub)
+    _add_sweep(sub)
+    _add_report(sub)
+    _add_demo(sub)
     return parser
 
 
@@ -206,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nurdad: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # unwritable path, full disk, ...: the user's environment, not a bug
-        print(f"nurdad: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"nurdad: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nurdad: interrupted", file=sys.stderr)

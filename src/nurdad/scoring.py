@@ -11,7 +11,6 @@ Scores (higher = more anomalous):
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from nurdad.data import JetDataset
 from nurdad.data.stream import JetBatches
 from nurdad.detectors import GaussianStatistics, MahalanobisDetector, MaxLogitDetector
 from nurdad.errors import RunDirError, SchemaError
-from nurdad.io import save_torch, write_json
+from nurdad.io import load_torch, read_json, save_torch, write_json
 from nurdad.models.encoder import count_macs, count_parameters
 from nurdad.nurd.critic import fit_fresh_critic
 
@@ -64,10 +63,10 @@ def score_batches(run_model, detector, kind: str, batches: JetBatches) -> dict[s
     for batch in batches.epoch(0):
         if kind == "nurd":
             logits, r = run_model(batch["images"])
-            out = {"representation": r.numpy(), "logits": logits.numpy()}
+            out = {"representation": r.cpu().numpy(), "logits": logits.cpu().numpy()}
         else:
-            out = {"ae_mse": run_model.reconstruction_error(batch["images"]).numpy()}
-        out["rows"] = batch["rows"].numpy()
+            out = {"ae_mse": run_model.reconstruction_error(batch["images"]).cpu().numpy()}
+        out["rows"] = batch["rows"].cpu().numpy()
         for key, value in out.items():
             parts.setdefault(key, []).append(value)
     scores = {key: np.concatenate(values) for key, values in parts.items()}
@@ -118,11 +117,11 @@ def _fit_detector(model, prepared, config, rank: int, world: int) -> Mahalanobis
 
 def _fresh_critic(model, prepared, config) -> dict:
     """Honest remaining dependence: a new critic on the frozen encoder, held-out background jets."""
-    from nurdad.training import TRAIN
+    from nurdad.training import TRAIN, training_device
 
     rows = np.flatnonzero((prepared.split != TRAIN) & (prepared.labels >= 0))
     batches = JetBatches(prepared.dataset, rows, {}, 1024, shuffle=False,
-                         in_memory_bytes=config.in_memory_gb * 2**30)
+                         in_memory_bytes=config.in_memory_gb * 2**30, device=training_device(config))
     scores = score_batches(model, None, "nurd", batches)
     r = scores["rows"]
     return fit_fresh_critic(
@@ -165,18 +164,15 @@ def load_run(run_dir: str | Path) -> TrainedRun:
     """Load a finished run directory (config.json, model.pt, detector.json)."""
     from nurdad.models.autoencoder import ConvAutoencoder
     from nurdad.models.encoder import JetEncoder
-    from nurdad.training import RUN_FORMAT, TrainConfig
+    from nurdad.training import TrainConfig, read_run_config
 
     run_dir = Path(run_dir)
     for name in ("config.json", "model.pt"):
         if not (run_dir / name).exists():
             raise RunDirError(f"{run_dir}: no {name}; is this a finished nurdad run dir?")
-    stored = json.loads((run_dir / "config.json").read_text())
-    if stored.get("run_format") != RUN_FORMAT:
-        raise RunDirError(f"{run_dir}: run format {stored.get('run_format')} is not this nurdad's "
-                          f"({RUN_FORMAT})")
+    stored = read_run_config(run_dir)
     config = from_dict(TrainConfig, stored["train"], "train")
-    saved = torch.load(run_dir / "model.pt", weights_only=False)
+    saved = load_torch(run_dir / "model.pt", map_location="cpu")
     classes = tuple(stored["classes"])
     if config.model == "nurd":
         model = JetEncoder(dataclasses.replace(config.nurd.encoder, n_classes=len(classes)))
@@ -186,6 +182,6 @@ def load_run(run_dir: str | Path) -> TrainedRun:
     model.eval()
     detector = None
     if (run_dir / "detector.json").exists():
-        detector = MahalanobisDetector.from_dict(json.loads((run_dir / "detector.json").read_text()))
+        detector = MahalanobisDetector.from_dict(read_json(run_dir / "detector.json"))
     return TrainedRun(run_dir, config, classes, model, detector, tuple(saved["image_shape"]),
                       stored["data"], stored["n_jets"])

@@ -38,10 +38,10 @@ from tqdm import tqdm
 from nurdad import __version__
 from nurdad.baseline import AutoencoderObjective, BaselineConfig
 from nurdad.config import to_dict
-from nurdad.data import JetDataset, open_dataset
+from nurdad.data import COLUMNS, JetDataset, open_dataset
 from nurdad.data.stream import JetBatches
 from nurdad.errors import ConfigError, RunDirError, SchemaError, TrainingDivergedError
-from nurdad.io import atomic_path, provenance, run_dir_lock, save_torch, write_json
+from nurdad.io import atomic_path, load_torch, provenance, read_json, run_dir_lock, save_torch, write_json
 from nurdad.nurd.objective import NurdConfig, NurdObjective
 from nurdad.nurd.weights import WeightConfig, nuisance_weights, plot_weight_diagnostic
 
@@ -129,13 +129,21 @@ class PreparedData:
     raw_nuisance: np.ndarray = field(repr=False)
 
 
-def prepare_data(config: TrainConfig, data, run_dir: Path | None = None) -> PreparedData:
+def prepare_data(config: TrainConfig, data) -> PreparedData:
     """Open, validate and split the data; compute labels, nuisance and importance weights."""
     dataset = data if isinstance(data, JetDataset) else open_dataset(data)
+    size, field_name = ((config.nurd.encoder.image_size, "train.nurd.encoder.image_size")
+                        if config.model == "nurd" else
+                        (config.baseline.autoencoder.image_size, "train.baseline.autoencoder.image_size"))
+    if dataset.image_shape != (size, size):
+        raise SchemaError(
+            f"{', '.join(map(str, dataset.paths))}: images are {dataset.image_shape[0]}x"
+            f"{dataset.image_shape[1]} pixels but {field_name} = {size}; set it in --config"
+        )
     dataset.validate()
     process = dataset.column("process")
     classes = training_classes(config)
-    present = sorted(set(process))
+    present = sorted(str(name) for name in set(process))
     for name in classes:
         if name not in present:
             raise SchemaError(
@@ -163,21 +171,21 @@ def prepare_data(config: TrainConfig, data, run_dir: Path | None = None) -> Prep
             rows = (split == part) & (labels >= 0)
             weights[rows] = nuisance_weights(labels[rows], raw[rows], config.weights, seed=config.seed,
                                              n_classes=len(classes))
-        if run_dir is not None:
-            rows = (split == TRAIN) & (labels >= 0)
-            plot_weight_diagnostic(raw[rows, 0], labels[rows], weights[rows], classes,
-                                   run_dir / "weights.png", nuisance_name=_axis_label(config.nuisance[0]))
     return PreparedData(dataset, split, labels, ((raw - mean) / std).astype(np.float32), mean, std,
                         weights, tuple(classes), raw)
 
 
 def _nuisance_column(dataset: JetDataset, name: str) -> np.ndarray:
+    numeric = [column for column, dtype in COLUMNS.items() if dtype.kind in "fi"]
+    if name not in numeric:
+        raise ConfigError(f"train.nuisance: {name!r} is not a numeric jet column; expected one of {numeric}")
+    files = ", ".join(map(str, dataset.paths))
     try:
         values = dataset.column(name).astype(np.float64)
     except SchemaError:
-        raise ConfigError(f"train.nuisance: column {name!r} is not in the data") from None
+        raise ConfigError(f"train.nuisance: column {name!r} is not in {files}") from None
     if not np.all(np.isfinite(values)):
-        raise SchemaError(f"column {name!r}: NaN/inf values cannot serve as a nuisance")
+        raise SchemaError(f"{files}: column {name!r} has NaN/inf values, so it cannot serve as a nuisance")
     return values
 
 
@@ -190,7 +198,8 @@ def batches_for(data: PreparedData, part: int, config: TrainConfig, shuffle: boo
     arrays = {"labels": data.labels[rows], "nuisance": data.nuisance[rows],
               "weights": data.weights[rows].astype(np.float32)}
     return JetBatches(data.dataset, rows, arrays, config.batch_size, shuffle, seed=config.seed,
-                      in_memory_bytes=config.in_memory_gb * 2**30, rank=rank, world_size=world)
+                      in_memory_bytes=config.in_memory_gb * 2**30, rank=rank, world_size=world,
+                      device=training_device(config))
 
 
 # ---------------------------------------------------------------------------------------- the loop
@@ -200,17 +209,31 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
+def training_device(config: TrainConfig) -> torch.device:
+    """The device of this rank: config.device, or under torchrun with CUDA the GPU of LOCAL_RANK."""
+    if config.device == "cuda" and _distributed()[1] > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {config.device!r} requested but no CUDA device is available")
+    return device
+
+
 def build_objective(config: TrainConfig, n_classes: int, n_nuisance: int):
-    rank, world = _distributed()
+    """The model(s) and optimizers of `config.model`, on this rank's device, DDP-wrapped if distributed."""
+    world = _distributed()[1]
+    device = training_device(config)
 
     def wrap(module):
         if world == 1:
             return module
-        return torch.nn.parallel.DistributedDataParallel(module)
+        ids = [device.index] if device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
 
     if config.model == "nurd":
-        return NurdObjective(config.nurd, n_classes, n_nuisance, config.lr, config.seed, wrap=wrap)
-    return AutoencoderObjective(config.baseline, config.lr, config.seed, wrap=wrap)
+        return NurdObjective(config.nurd, n_classes, n_nuisance, config.lr, config.seed, device=device,
+                             wrap=wrap)
+    return AutoencoderObjective(config.baseline, config.lr, config.seed, device=device, wrap=wrap)
 
 
 def _reduce_sums(sums: dict[str, float]) -> dict[str, float]:
@@ -247,17 +270,26 @@ def _check_run_dir(run_dir: Path, resolved: dict, resume: bool) -> dict | None:
         if resume:
             raise RunDirError(f"{run_dir}: nothing to resume (no config.json); drop --resume")
         return None
-    stored = json.loads(config_path.read_text())
-    if stored.get("run_format") != RUN_FORMAT:
-        raise RunDirError(f"{run_dir}: run format {stored.get('run_format')} is not this nurdad's "
-                          f"({RUN_FORMAT}); train again into a new run dir")
+    stored = read_run_config(run_dir)
     if not resume:
         raise RunDirError(f"{run_dir}: already holds a run; use --resume to continue it or another --out")
     if stored != resolved:
         changed = sorted(k for k in resolved if stored.get(k) != resolved[k])
         raise RunDirError(f"{run_dir}: --resume with different settings ({', '.join(changed)}); "
                           "use the original command")
-    return torch.load(checkpoint, weights_only=False) if checkpoint.exists() else None
+    return load_torch(checkpoint) if checkpoint.exists() else None
+
+
+def read_run_config(run_dir: Path) -> dict:
+    """A run dir's config.json, checked to be of this nurdad's run format (else `RunDirError`)."""
+    stored = read_json(run_dir / "config.json")
+    if stored.get("run_format") != RUN_FORMAT:
+        raise RunDirError(f"{run_dir}: run format {stored.get('run_format')} is not this nurdad's "
+                          f"({RUN_FORMAT}); train again into a new run dir")
+    missing = sorted({"train", "data", "n_jets", "classes"} - set(stored))
+    if missing:
+        raise RunDirError(f"{run_dir / 'config.json'}: no {missing}; train again into a new run dir")
+    return stored
 
 
 def _write_history(history: list[dict], path: Path) -> None:
@@ -291,15 +323,24 @@ class _nothing:
 
 def _train_locked(config, data, run_dir, resume, show_progress, rank, world) -> dict:
     torch.use_deterministic_algorithms(True, warn_only=True)
-    prepared = prepare_data(config, data, run_dir if rank == 0 else None)
+    prepared = prepare_data(config, data)
     resolved = _resolved(config, prepared)
-    checkpoint = _check_run_dir(run_dir, resolved, resume)
+    checkpoint = _check_run_dir(run_dir, resolved, resume) if rank == 0 else None
+    if world > 1:
+        torch.distributed.barrier()  # rank 0 has checked the run dir and written its records
+        if rank > 0 and resume and (run_dir / "checkpoint.pt").exists():
+            checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     if rank == 0 and checkpoint is None:
         write_json(run_dir / "config.json", resolved)
         write_json(run_dir / "provenance.json", {**provenance(), "seed": config.seed, "world_size": world})
         with atomic_path(run_dir / "split.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, split=prepared.split, nuisance_mean=prepared.nuisance_mean,
                      nuisance_std=prepared.nuisance_std)
+        if config.model == "nurd":  # only now: a refused run dir keeps its own diagnostic
+            rows = (prepared.split == TRAIN) & (prepared.labels >= 0)
+            plot_weight_diagnostic(prepared.raw_nuisance[rows, 0], prepared.labels[rows],
+                                   prepared.weights[rows], prepared.classes, run_dir / "weights.png",
+                                   nuisance_name=_axis_label(config.nuisance[0]))
     train_batches = batches_for(prepared, TRAIN, config, shuffle=True, rank=rank, world=world)
     val_batches = batches_for(prepared, VAL, config, shuffle=False, rank=rank, world=world)
     objective = build_objective(config, len(prepared.classes), prepared.nuisance.shape[1])
@@ -316,6 +357,8 @@ def _train_locked(config, data, run_dir, resume, show_progress, rank, world) -> 
         row = _run_epoch(objective, train_batches, epoch, config, show_progress, run_dir)
         row.update({f"val_{k}": v for k, v in validate_epoch(objective, val_batches).items()})
         row["val_selection"] = objective.selection({k[4:]: v for k, v in row.items() if k.startswith("val_")})
+        if not math.isfinite(row["val_selection"]):  # e.g. the epoch's last step left NaN weights
+            raise _diverged(f"epoch {epoch + 1}: validation loss", row["val_selection"], run_dir)
         history.append(row)
         if row["val_selection"] < best["selection"]:
             best = {"selection": row["val_selection"], "epoch": epoch,
@@ -341,10 +384,7 @@ def _run_epoch(objective, batches: JetBatches, epoch: int, config: TrainConfig, 
     for b, batch in enumerate(bar):
         losses = objective.train_step(batch, batches)
         if not all(math.isfinite(v) for v in losses.values()):
-            raise TrainingDivergedError(
-                f"epoch {epoch + 1}, batch {b}: loss became {losses}; the last good checkpoint is "
-                f"{run_dir / 'checkpoint.pt'} (lower train.lr or nurd.lambda_penalty)"
-            )
+            raise _diverged(f"epoch {epoch + 1}, batch {b}: loss", losses, run_dir)
         for key, value in losses.items():
             sums[key] = sums.get(key, 0.0) + value
         n_batches += 1
@@ -353,6 +393,14 @@ def _run_epoch(objective, batches: JetBatches, epoch: int, config: TrainConfig, 
     row = {"epoch": epoch + 1, "seconds": seconds, "jets_per_second": len(batches.rows) / seconds}
     row.update({f"train_{k}": v / max(n_batches, 1) for k, v in sums.items()})
     return row
+
+
+def _diverged(what: str, value, run_dir: Path) -> TrainingDivergedError:
+    """The error for a non-finite loss, naming the checkpoint that survives (if any)."""
+    checkpoint = run_dir / "checkpoint.pt"
+    kept = (f"the last good checkpoint is {checkpoint}" if checkpoint.exists()
+            else "no epoch had finished, so there is no checkpoint")
+    return TrainingDivergedError(f"{what} became {value}; {kept} (lower train.lr or nurd.lambda_penalty)")
 
 
 def config_with(config: TrainConfig, **changes) -> TrainConfig:

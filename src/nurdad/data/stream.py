@@ -46,6 +46,7 @@ class JetBatches:
         buffer_blocks: int = 8,
         rank: int = 0,
         world_size: int = 1,
+        device: torch.device | str = "cpu",
     ):
         self.dataset = dataset
         order = np.argsort(rows, kind="stable")
@@ -58,6 +59,7 @@ class JetBatches:
         self.buffer_blocks = buffer_blocks
         self.rank = rank
         self.world_size = world_size
+        self.device = torch.device(device)
         pixels = int(np.prod(dataset.image_shape))
         self.in_memory = len(self.rows) * pixels * 4 <= in_memory_bytes
         self._images = None
@@ -113,4 +115,6 @@ class JetBatches:
         batch = {name: torch.from_numpy(values[mine]) for name, values in self.arrays.items()}
         batch["images"] = images
         batch["rows"] = torch.from_numpy(self.rows[mine])
+        if self.device.type != "cpu":
+            batch = {name: t.to(self.device, non_blocking=True) for name, t in batch.items()}
         return batch

@@ -55,10 +55,28 @@ class NurdConfig:
             raise ConfigError("nurd.critic_lr and nurd.reference_frac: expected > 0")
 
 
+def _distributed_world() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
+def _weight_per_rank(w: Tensor) -> Tensor:
+    """The global batch's total weight / number of ranks, so that DDP's gradient average over ranks of
+    sum_local(w * loss) / this equals one process's weighted mean over the whole global batch."""
+    total = w.sum().detach()
+    world = _distributed_world()
+    if world > 1:
+        total = total.clone()
+        torch.distributed.all_reduce(total)
+        total /= world
+    return total
+
+
 def _allreduce_grads(module: nn.Module) -> None:
     """Average gradients over ranks (the critic is not DDP-wrapped: it runs two forwards per step)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        world = torch.distributed.get_world_size()
+    world = _distributed_world()
+    if world > 1:
         for p in module.parameters():
             if p.grad is not None:
                 torch.distributed.all_reduce(p.grad)
@@ -69,11 +87,12 @@ class NurdObjective:
     """Holds the encoder, the critic and their optimizers; `train_step` does one encoder update."""
 
     def __init__(self, config: NurdConfig, n_classes: int, n_nuisance: int, lr: float, seed: int,
-                 wrap=lambda m: m):
+                 device: torch.device | str = "cpu", wrap=lambda m: m):
         self.config = config
         torch.manual_seed(seed)
-        self.encoder = JetEncoder(_with_classes(config.encoder, n_classes))
-        self.critic = Critic(config.encoder.representation_dim, n_classes, n_nuisance, config.critic)
+        self.encoder = JetEncoder(_with_classes(config.encoder, n_classes)).to(device)
+        self.critic = Critic(config.encoder.representation_dim, n_classes, n_nuisance,
+                             config.critic).to(device)
         self.model = wrap(self.encoder)  # DDP-wrapped under torch.distributed
         self.optimizer = torch.optim.Adam(self.encoder.parameters(), lr=lr)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
@@ -141,7 +160,7 @@ class NurdObjective:
         """One encoder update on `batch`; `batches` (the training loader) serves the reference schedule."""
         y, z, w = batch["labels"], batch["nuisance"], batch["weights"]
         logits, r = self.model(batch["images"])  # (B, K), (B, D)
-        ce = (w * F.cross_entropy(logits, y, reduction="none")).sum() / w.sum()
+        ce = (w * F.cross_entropy(logits, y, reduction="none")).sum() / _weight_per_rank(w)
         info = torch.zeros(())
         if self.uses_critic:
             if self.config.schedule == "fast":
