@@ -33,7 +33,7 @@ SCHEDULES = ("fast", "reference")
 class NurdConfig:
     lambda_penalty: float = 1.0       # lambda: weight of the dependence penalty (0 = plain classifier)
     schedule: str = "fast"            # critic schedule: 'fast' | 'reference'
-    critic_steps: int = 2             # fast: critic steps per encoder step
+    critic_steps: int = 5             # fast: critic steps per encoder step (on the current batch)
     critic_lr: float = 1e-3           # Adam learning rate of the critic
     critic_warmup_steps: int = 50     # fast: critic steps on the initial encoder before training
     reference_frac: float = 2.0       # reference: critic steps = frac * batches per epoch, per encoder step
@@ -166,7 +166,7 @@ class NurdObjective:
             if self.config.schedule == "fast":
                 for _ in range(self.config.critic_steps):
                     self._critic_step(r, y, z, w)
-            info = dependence_penalty(self.critic, r, y, z, w)
+            info = dependence_penalty(self.critic, r, y, z, w, generator=self.generator)
         loss = ce + self.config.lambda_penalty * info
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -185,7 +185,10 @@ class NurdObjective:
             "accuracy": float((w * (logits.argmax(1) == y)).sum()),
             "weight": float(w.sum()),
         }
-        info = dependence_penalty(self.critic, r, y, z, w) if self.uses_critic else torch.zeros(())
+        info = torch.zeros(())
+        if self.uses_critic:
+            fixed = torch.Generator().manual_seed(int(batch["rows"][0]))  # same permutation every epoch
+            info = dependence_penalty(self.critic, r, y, z, w, generator=fixed)
         sums["info"] = float(info * w.sum())
         return sums
 
