@@ -22,15 +22,6 @@ from nurdad.nurd.critic import (
 from nurdad.nurd.weights import WeightConfig, nuisance_weights
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small models: one intra-op thread is as fast and immune to a busy machine's oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def toy_representations(n, dim, dependent, seed=0):
     """r (N, D) standard normal; if dependent, r[:, 0] = z + 0.5 noise (I(r; z) = log(5)/2 nats)."""
     g = torch.Generator().manual_seed(seed)

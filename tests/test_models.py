@@ -22,15 +22,6 @@ from nurdad.models import (
 from nurdad.models.encoder import PixelTransform
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small models: one intra-op thread is as fast and immune to a busy machine's oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def toy_batch(n=4, size=50, seed=0):
     rng = np.random.default_rng(seed)
     return torch.from_numpy(toy_images(n, "two", rng, size))

@@ -85,6 +85,13 @@ def plan_shards(config: GenerateConfig, output: Path) -> list[ShardTask]:
     return tasks
 
 
+def interleaved(tasks: list[ShardTask]) -> list[ShardTask]:
+    """Shards in round-robin order over processes, so a partial run (or one batch node) holds a
+    balanced mix of processes rather than all of the first one."""
+    order = {name: k for k, name in enumerate(dict.fromkeys(t.process for t in tasks))}
+    return sorted(tasks, key=lambda t: (t.index, order[t.process]))
+
+
 def parse_shard_selector(selector: str | None) -> tuple[int, int]:
     """'i/N' -> (i, N); None -> (0, 1)."""
     if selector is None:
@@ -160,17 +167,23 @@ def generate(
     part, n_parts = parse_shard_selector(shard)
     dataset_config = {"generate": to_dict(config)}
     if output.exists():
-        with h5py.File(output, "r") as f:
-            if json.loads(f.attrs.get("config", "{}")) == dataset_config:
-                log.info("%s is complete; nothing to do", output)
-                return output
+        try:
+            with h5py.File(output, "r") as f:
+                complete = json.loads(f.attrs.get("config", "{}")) == dataset_config
+        except (OSError, ValueError):
+            raise NurdadError(
+                f"{output}: exists and is not a readable nurdad jet file; delete it or choose another --out"
+            ) from None
+        if complete:
+            log.info("%s is complete; nothing to do", output)
+            return output
         raise NurdadError(f"{output}: exists with other settings; delete it or choose another --out")
     try:
         shard_dir(output).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise NurdadError(f"{output}: cannot write here ({exc.strerror})") from None
     tasks = plan_shards(config, output)
-    mine = [t for k, t in enumerate(tasks) if k % n_parts == part]
+    mine = [t for k, t in enumerate(interleaved(tasks)) if k % n_parts == part]
     todo = [t for t in mine if not _existing_shard_matches(t, _shard_config(config, t))]
     log.info("%d shards planned, %d done, %d to generate", len(mine), len(mine) - len(todo), len(todo))
     _run_tasks(todo, config, workers, show_progress)
