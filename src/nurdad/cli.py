@@ -381,6 +381,46 @@ def _cmd_score(args) -> None:
               f"({is_background.sum()} jets): " + ", ".join(values))
 
 
+# ------------------------------------------------------------------------------------------------ export
+def _add_export(sub) -> None:
+    from nurdad.export import EXPORTERS
+
+    p = sub.add_parser("export", help="export a NuRD run: ONNX graph, hls4ml firmware (C++ emulation)",
+                       usage="nurdad export RUN_DIR [--onnx] [--hls4ml] [-o DIR] [--precision P]... "
+                             "[--data FILE...]")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="finished NuRD run directory")
+    for name in EXPORTERS:
+        p.add_argument(f"--{name}", action="store_true", dest=f"format_{name}",
+                       help=f"write the {name} export")
+    p.add_argument("--out", "-o", help="output directory (default RUN_DIR/export); export.json records all")
+    p.add_argument("--precision", action="append", dest="precisions", metavar="P",
+                   help="hls4ml: fixed-point candidate, repeatable (default ap_fixed<16,6>, <18,8>, "
+                        "<24,10>); the narrowest keeping the AUROC within --max-auroc-drop is chosen")
+    p.add_argument("--data", "-d", nargs="+",
+                   help="hls4ml: jets to calibrate and measure the AUROC on (default the run's data; "
+                        "on training data only its test split and the anomalies)")
+    p.add_argument("--max-jets", type=int, dest="max_jets_per_process",
+                   help="hls4ml: jets per process run through the emulation (default 200)")
+    p.add_argument("--max-auroc-drop", type=float, help="hls4ml: allowed AUROC loss vs float (default 0.01)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> None:
+    from nurdad.export import EXPORTERS, ExportConfig, export_run, exporter
+
+    formats = [name for name in EXPORTERS if getattr(args, f"format_{name}")]
+    if not formats:
+        raise ConfigError(f"export: choose at least one of {', '.join('--' + n for n in EXPORTERS)}")
+    values = {key: getattr(args, key) for key in
+              ("precisions", "data", "max_jets_per_process", "max_auroc_drop", "opset")}
+    config = from_dict(ExportConfig, {k: v for k, v in values.items() if v is not None}, "export")
+    record = export_run(args.run_dir, formats, args.out, config)
+    for name in formats:
+        print(exporter(name).summary(record[name]))
+    print(f"record: {os.path.join(args.out or os.path.join(args.run_dir, 'export'), 'export.json')}")
+
+
 # ---------------------------------------------------------------------------------------------- main
 def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", default=default, help="debug logging")
@@ -419,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_report(sub)
     _add_demo(sub)
+    _add_export(sub)
     return parser
 
 

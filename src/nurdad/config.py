@@ -25,7 +25,7 @@ def from_dict(cls: type[T], values: dict[str, Any], section: str = "") -> T:
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(
-            f"unknown config key {prefix}{unknown[0]!r}; expected one of {sorted(fields)}"
+            f"unknown config key {prefix + unknown[0]!r}; expected one of {sorted(fields)}"
         )
     kwargs = {name: _coerce(hints[name], value, prefix + name) for name, value in values.items()}
     try:

@@ -22,6 +22,7 @@ from nurdad.errors import ConfigError, NotFittedError, SchemaError
 log = logging.getLogger(__name__)
 
 _FORMAT = "nurdad.MahalanobisDetector/1"
+_MIN_LEDOIT_WOLF_SHRINKAGE = 1e-6  # floor when the Ledoit-Wolf estimate leaves Sigma singular
 
 
 def _softmin(d: np.ndarray) -> np.ndarray:
@@ -252,6 +253,11 @@ class MahalanobisDetector:
             raise SchemaError("representations: zero variance within every class; cannot fit")
         covariance = (1.0 - shrinkage) * cov + shrinkage * mu * np.eye(d)
         eigvals = np.linalg.eigvalsh(covariance)
+        if eigvals[0] <= 1e-12 * eigvals[-1] and self.shrinkage is None:
+            # Ledoit-Wolf estimates 0 for some rank-deficient data (e.g. two-valued representations)
+            shrinkage = max(shrinkage, _MIN_LEDOIT_WOLF_SHRINKAGE)
+            covariance = (1.0 - shrinkage) * cov + shrinkage * mu * np.eye(d)
+            eigvals = np.linalg.eigvalsh(covariance)
         if eigvals[0] <= 1e-12 * eigvals[-1]:
             raise SchemaError(
                 f"representations: covariance is singular with shrinkage={shrinkage}; "

@@ -57,6 +57,30 @@ def save_torch(obj, path: str | os.PathLike) -> None:
         torch.save(obj, tmp)
 
 
+def load_torch(path: str | os.PathLike, **kwargs):
+    """`torch.load` (full pickle: nurdad's own files); a damaged or foreign file is a `RunDirError`."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, weights_only=False, **kwargs)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RunDirError(f"{path}: damaged or not written by nurdad ({reason})") from None
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """A JSON object written by `write_json`; a damaged file is a one-line `RunDirError`."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise RunDirError(f"{path}: damaged JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise RunDirError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def _json_default(obj):
     if hasattr(obj, "tolist"):
         return obj.tolist()
@@ -104,40 +128,63 @@ def provenance() -> dict:
 def run_dir_lock(run_dir: str | os.PathLike) -> Iterator[Path]:
     """Hold an exclusive lock on a run directory; a second writer gets a clear `RunDirError`.
 
-    The lock file records the owner's pid; a lock left by a dead process (kill -9) is taken over.
+    The lock file records the owner as ``pid@host``; a lock left by a dead process on this host
+    (kill -9) is taken over. The file is created complete by `os.link` (atomic, also on NFS), so a
+    reader never sees it empty. A lock from another host (shared file system of a batch farm)
+    cannot be checked and is respected; the message says which file to delete if that job is gone.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = run_dir / ".lock"
     for _ in range(2):
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            _create_exclusive(lock, f"{os.getpid()}@{socket.gethostname()}")
             break
         except FileExistsError:
             owner = _lock_owner(lock)
-            if owner is not None and _pid_alive(owner):
+            if owner is not None and _owner_alive(*owner):
                 raise RunDirError(
-                    f"{run_dir}: another nurdad process (pid {owner}) is writing this run dir; "
-                    "wait for it or choose another --out"
+                    f"{run_dir}: another nurdad process (pid {owner[0]} on {owner[1]}) is writing this "
+                    f"run dir; wait for it or choose another --out (delete {lock} if it is gone)"
                 ) from None
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
     else:
         raise RunDirError(f"{run_dir}: could not take the run-dir lock")
     try:
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
         yield run_dir
     finally:
         with contextlib.suppress(FileNotFoundError):
             lock.unlink()
 
 
-def _lock_owner(lock: Path) -> int | None:
+def _create_exclusive(path: Path, content: str) -> None:
+    """Create `path` already holding `content`; FileExistsError if it exists."""
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(content)
     try:
-        return int(lock.read_text().strip())
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links on this file system (some FUSE mounts): create, then write
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.write(fd, content.encode())
+        os.close(fd)
+    finally:
+        tmp.unlink()
+
+
+def _lock_owner(lock: Path) -> tuple[int, str] | None:
+    """(pid, host) from a lock file ('pid@host', or a bare pid meaning this host); None if unreadable."""
+    try:
+        pid, _, host = lock.read_text().strip().partition("@")
+        return int(pid), host or socket.gethostname()
     except (OSError, ValueError):
         return None
+
+
+def _owner_alive(pid: int, host: str) -> bool:
+    return host != socket.gethostname() or _pid_alive(pid)
 
 
 def _pid_alive(pid: int) -> bool:

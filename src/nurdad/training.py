@@ -167,7 +167,7 @@ def prepare_data(config: TrainConfig, data) -> PreparedData:
     std = np.where(std > 0, std, 1.0)
     weights = np.ones(len(process))
     if config.model == "nurd":
-        for part in (TRAIN, VAL):
+        for part in (TRAIN, VAL, TEST):  # test weights serve the held-out dependence estimate
             rows = (split == part) & (labels >= 0)
             weights[rows] = nuisance_weights(labels[rows], raw[rows], config.weights, seed=config.seed,
                                              n_classes=len(classes))
