@@ -154,7 +154,7 @@ def toy_planted_nuisance(n, seed):
             torch.tensor(z, dtype=torch.float32), torch.tensor(w, dtype=torch.float32))
 
 
-def train_toy_encoder(lam, seed=0, epochs=20, batch_size=256, critic_steps=5):
+def train_toy_encoder(lam, seed=0, epochs=20, batch_size=256, critic_steps=10):
     """Weighted-CE encoder (D = 4) with a persistent critic trained on each batch before each step."""
     x, y, z, w = toy_planted_nuisance(4000, seed)
     torch.manual_seed(seed)

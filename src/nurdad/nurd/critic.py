@@ -1,11 +1,12 @@
 """NuRD step II penalty: a critic that estimates how much the representation still knows about z.
 
 The critic p_phi classifies "joint" samples (r(x), y, z) against "randomized" samples
-(r(x), y, z') with z' taken from another jet of the batch by a permutation, i.e. samples of
-p(r, y) p(z). At its optimum its logit T is the log density ratio log p(r, y, z) / (p(r, y) p(z)),
-whose mean over joint samples is the mutual information I((r, y); z). Under the
-nuisance-randomized weights y is independent of z, so this is I(r; z | y): the dependence NuRD
-removes. The encoder minimizes
+(r(x), y, z') with z' taken from another jet of the same class by a permutation, i.e. samples of
+p(r, y) p(z | y). At its optimum its logit T is the log density ratio
+log p(r, z | y) / (p(r | y) p(z | y)), whose mean over joint samples is I(r; z | y): the dependence
+NuRD removes. (The reference code permutes across the batch and relies on the weights to make
+y independent of z; clipped weights leave I(y; z) > 0, which that estimate counts but no encoder can
+remove, see `randomized_nuisance`.) The encoder minimizes
 
     L = mean_w(CE(logits, y)) + lambda * dependence_penalty,  lambda >= 0,
 
@@ -92,10 +93,39 @@ class Critic(nn.Module):
         self.net = mlp((n_in, *config.hidden, 1))
 
     def forward(self, r: Tensor, y: Tensor, z: Tensor) -> Tensor:
-        parts = [r, self.embed(_as_columns(z, self.n_nuisance).to(r.dtype))]  # (B, D), (B, E)
+        parts = [_standardized(r), self.embed(_as_columns(z, self.n_nuisance).to(r.dtype))]  # (B, D), (B, E)
         if self.config.mode == "joint":
             parts.append(F.one_hot(y.long(), self.n_classes).to(r.dtype))  # (B, K)
         return self.net(torch.cat(parts, dim=1)).squeeze(1)  # (B,)
+
+
+def _standardized(r: Tensor) -> Tensor:
+    """r scaled per feature with the batch's (detached) mean and spread.
+
+    The encoder's representation drifts in scale during training (|r| ~ 40 on real jets); an MLP
+    critic fed raw r then learns too slowly to see the dependence (measured: R^2 0.93 of mass from r
+    went undetected). Standardizing makes the critic blind to scale and offset, which carry no
+    information about the dependence between r and z.
+    """
+    if r.shape[0] < 2:
+        return r
+    mean = r.detach().mean(dim=0, keepdim=True)
+    spread = r.detach().std(dim=0, keepdim=True) + 1e-6
+    return (r - mean) / spread
+
+
+def randomized_nuisance(critic: Critic, z: Tensor, y: Tensor,
+                        generator: torch.Generator | None = None) -> Tensor:
+    """The critic's "randomized" z: permuted within each class in 'joint' mode, across the batch in
+    'marginal' mode.
+
+    Within-class permutation gives samples of p(r, y) p(z | y), so the critic estimates I(r; z | y):
+    what the representation knows about z beyond the label. Permuting across the batch would also
+    count I(y; z), which the clipped importance weights leave non-zero (no W/Z jets exist in the QCD
+    mass tails) and which no encoder can remove: measured on real jets, it kept the penalty at
+    ~1.4 nats and destroyed the classifier (validation accuracy 0.5 at lambda = 3).
+    """
+    return permute_nuisance(z, y if critic.config.mode == "joint" else None, generator=generator)
 
 
 def _as_columns(z: Tensor, n_nuisance: int) -> Tensor:
@@ -136,7 +166,7 @@ def critic_loss(critic: Critic, r: Tensor, y: Tensor, z: Tensor, weights: Tensor
     the log density ratio). Pass r detached when this step should train only the critic.
     """
     joint = critic(r, y, z)
-    randomized = critic(r, y, permute_nuisance(z, generator=generator))
+    randomized = critic(r, y, randomized_nuisance(critic, z, y, generator))
     bce_joint = F.binary_cross_entropy_with_logits(joint, torch.ones_like(joint), reduction="none")
     bce_rand = F.binary_cross_entropy_with_logits(
         randomized, torch.zeros_like(randomized), reduction="none"
@@ -157,7 +187,7 @@ def dependence_penalty(critic: Critic, r: Tensor, y: Tensor, z: Tensor, weights:
     frozen = {name: p.detach() for name, p in critic.named_parameters()}
     penalty = _weighted_mean(torch.func.functional_call(critic, frozen, (r, y, z)), weights)
     if critic.config.penalty == "contrast":
-        z_rand = permute_nuisance(z, generator=generator)
+        z_rand = randomized_nuisance(critic, z, y, generator)
         randomized = torch.func.functional_call(critic, frozen, (r, y, z_rand))
         penalty = penalty - _weighted_mean(randomized, weights)
     return penalty
@@ -201,7 +231,7 @@ def critic_metrics(critic: Critic, r: Tensor, y: Tensor, z: Tensor, weights: Ten
     """
     from sklearn.metrics import roc_auc_score
 
-    z_rand = permute_nuisance(z, generator=generator)
+    z_rand = randomized_nuisance(critic, z, y, generator)
     joint, randomized = critic(r, y, z), critic(r, y, z_rand)
     scores = torch.cat([joint, randomized]).cpu().numpy()
     truth = np.r_[np.ones(len(joint)), np.zeros(len(randomized))]
