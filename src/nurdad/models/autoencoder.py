@@ -20,6 +20,7 @@ from nurdad.models.encoder import (
     _check_positive,
     _check_trunk,
     as_image_batch,
+    channels_last,
     he_init,
     mlp,
     spatial_sizes,
@@ -62,7 +63,7 @@ class ConvAutoencoder(nn.Module):
                 decoder.append(nn.ReLU())
             in_channels = n_out
         self.decoder = nn.Sequential(*decoder)
-        he_init(self)
+        channels_last(he_init(self))
 
     def target(self, images: Tensor) -> Tensor:
         """The transformed image the autoencoder reconstructs, (B, 1, H, W)."""
