@@ -102,10 +102,10 @@ def git_commit() -> str:
         return "unknown"
 
 
-def package_versions() -> dict[str, str]:
-    """Versions of the packages whose behaviour shapes nurdad's outputs."""
+def package_versions(packages: tuple[str, ...] = _TRACKED_PACKAGES) -> dict[str, str]:
+    """Versions of the packages whose behaviour shapes nurdad's outputs (and of Python)."""
     versions = {"python": platform.python_version()}
-    for name in _TRACKED_PACKAGES:
+    for name in packages:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -10,9 +10,9 @@ import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import metadata
 
 from nurdad.errors import ConfigError, NurdadError
+from nurdad.io import package_versions
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +66,7 @@ def require(module: str, purpose: str):
 
 def versions(*packages: str) -> dict[str, str]:
     """Installed versions of the exporter's packages, for its record."""
-    found = {}
-    for name in packages:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
+    return package_versions(packages)
 
 
 def check_exportable(run) -> None:
