@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import dataclasses
 import io
 import json
 import logging
@@ -401,8 +400,3 @@ def _diverged(what: str, value, run_dir: Path) -> TrainingDivergedError:
     kept = (f"the last good checkpoint is {checkpoint}" if checkpoint.exists()
             else "no epoch had finished, so there is no checkpoint")
     return TrainingDivergedError(f"{what} became {value}; {kept} (lower train.lr or nurd.lambda_penalty)")
-
-
-def config_with(config: TrainConfig, **changes) -> TrainConfig:
-    """A copy of `config` with top-level fields changed."""
-    return dataclasses.replace(config, **changes)
