@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from helpers import toy_jet_file
-from nurdad import cli
+from nurdad import cli, scoring
 from nurdad.data import open_dataset
 from nurdad.metrics import auroc
 from nurdad.nurd.objective import NurdConfig
@@ -27,7 +27,7 @@ def trained(tmp_path_factory):
 
 def test_score_writes_every_score_and_matches_score_dataset(trained, tmp_path, capsys, monkeypatch):
     tmp, data = trained
-    monkeypatch.setattr(cli, "_SCORE_CHUNK_JETS", 100)  # 270 jets: three chunks
+    monkeypatch.setattr(scoring, "SCORE_CHUNK_JETS", 100)  # 270 jets: three chunks
     out = tmp_path / "scores.h5"
     assert cli.main(["score", str(tmp / "nurd"), str(data), "-o", str(out), "--batch-size", "50", "-q"]) == 0
     reference = score_dataset(load_run(tmp / "nurd"), open_dataset(data))

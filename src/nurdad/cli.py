@@ -304,7 +304,6 @@ def _cmd_demo(args) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- score
-_SCORE_CHUNK_JETS = 65536  # jets per score_dataset call: bounds memory on any dataset size
 _HEADLINE_SCORES = ("nurd_md", "nurd_ml", "ae_mse")
 
 
@@ -318,47 +317,13 @@ def _add_score(sub) -> None:
     p.set_defaults(func=_cmd_score)
 
 
-def _write_scores(run, dataset, out, batch_size: int) -> dict:
-    """Score `dataset` chunk by chunk into HDF5 `out` (atomic); return the (N,) scores.
-
-    Datasets: nurd_md, nurd_ml, d_<class>, representation (N, D) for a NuRD run, ae_mse for an
-    autoencoder (higher = more anomalous), plus process and mass (GeV) copied from the input.
-    """
-    import h5py
-    import numpy as np
-
-    from nurdad.io import atomic_path, provenance
-    from nurdad.scoring import score_dataset
-
-    kept: dict[str, list] = {}
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
-        for lo in range(0, len(dataset), _SCORE_CHUNK_JETS):
-            rows = np.arange(lo, min(len(dataset), lo + _SCORE_CHUNK_JETS))
-            for key, value in score_dataset(run, dataset, rows, batch_size).items():
-                if key in ("rows", "logits"):
-                    continue
-                if key not in f:
-                    f.create_dataset(key, shape=(0, *value.shape[1:]), maxshape=(None, *value.shape[1:]),
-                                     dtype=value.dtype, chunks=True)
-                f[key].resize(rows[-1] + 1, axis=0)
-                f[key][lo:] = value
-                if value.ndim == 1:
-                    kept.setdefault(key, []).append(value)
-        f["process"] = dataset.column("process").astype("S16")
-        f["mass"] = dataset.column("mass").astype(np.float32)
-        f.attrs.update(run_dir=str(run.run_dir), model=run.kind, classes=json.dumps(list(run.classes)),
-                       inputs=json.dumps([str(p) for p in dataset.paths]),
-                       provenance=json.dumps(provenance(), sort_keys=True))
-    return {key: np.concatenate(parts) for key, parts in kept.items()}
-
-
 def _cmd_score(args) -> None:
     from pathlib import Path
 
     from nurdad.data import open_dataset
     from nurdad.errors import RunDirError
     from nurdad.metrics import auroc
-    from nurdad.scoring import load_run
+    from nurdad.scoring import load_run, score_to_file
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size: expected an integer >= 1, got {args.batch_size}")
@@ -367,7 +332,7 @@ def _cmd_score(args) -> None:
     run = load_run(args.run_dir)
     dataset = open_dataset(args.files)
     dataset.validate()  # NaN/negative pixels: name the file, not the representation
-    scores = _write_scores(run, dataset, args.out, args.batch_size)
+    scores = score_to_file(run, dataset, args.out, args.batch_size)
     print(args.out)
     process = dataset.column("process")
     background = process[:, None] == list(run.config.backgrounds)

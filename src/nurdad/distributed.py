@@ -8,6 +8,13 @@ import os
 import torch
 
 
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) outside torch.distributed."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 @contextlib.contextmanager
 def distributed_session(device: str = "cpu"):
     """Initialize the process group when launched by torchrun (WORLD_SIZE > 1); tear it down after."""

@@ -152,9 +152,15 @@ def plot_methods(metrics: dict) -> list[Method]:
             for i, (run, score, name) in enumerate(found)]
 
 
-def _grid(n: int, ncols: int = 3) -> tuple[int, int]:
+def _panels(n: int, width: float, height: float, ncols: int = 3):
+    """A figure with a grid of n panels (width x height inches each); returns (fig, the n axes),
+    with the unused cells of the last row hidden."""
     ncols = min(ncols, n)
-    return math.ceil(n / ncols), ncols
+    nrows = math.ceil(n / ncols)
+    fig, axes = _figure(width * ncols, height * nrows, nrows, ncols)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)[:n]
 
 
 def _by_process(arrays: dict, run: str, score: str) -> dict[str, np.ndarray]:
@@ -187,9 +193,8 @@ def fig_roc(metrics, arrays, methods, anomaly: str):
 
 
 def fig_score_distributions(arrays, methods):
-    nrows, ncols = _grid(len(methods))
-    fig, axes = _figure(5 * ncols, 4 * nrows, nrows, ncols)
-    for ax, m in zip(axes.flat, methods, strict=False):
+    fig, axes = _panels(len(methods), 5, 4)
+    for ax, m in zip(axes, methods, strict=True):
         by_process = _by_process(arrays, m.run, m.score)
         pooled = np.concatenate(list(by_process.values()))
         lo, hi = np.quantile(pooled, [0.001, 0.995])
@@ -203,8 +208,6 @@ def fig_score_distributions(arrays, methods):
         ax.set_xlabel("score (higher = more anomalous)")
         ax.set_ylabel("density")
         ax.legend()
-    for ax in list(axes.flat)[len(methods):]:
-        ax.set_visible(False)
     return fig
 
 
@@ -212,10 +215,9 @@ def fig_sculpting(metrics, arrays, methods):
     methods = [m for m in methods if "qcd" in _by_process(arrays, m.run, m.score)]
     if not methods:
         return None
-    nrows, ncols = _grid(len(methods))
-    fig, axes = _figure(5 * ncols, 4 * nrows, nrows, ncols)
+    fig, axes = _panels(len(methods), 5, 4)
     edges = DEFAULT_MASS_BINS_GEV
-    for ax, m in zip(axes.flat, methods, strict=False):
+    for ax, m in zip(axes, methods, strict=True):
         qcd = arrays[m.run]["process"] == "qcd"
         score, mass = arrays[m.run]["scores"][m.score][qcd], arrays[m.run]["mass"][qcd]
         ax.hist(mass, edges, density=True, histtype="stepfilled", color="lightgrey", label="all QCD")
@@ -229,29 +231,24 @@ def fig_sculpting(metrics, arrays, methods):
         ax.set_xlabel("jet mass [GeV]")
         ax.set_ylabel("density")
         ax.legend()
-    for ax in list(axes.flat)[len(methods):]:
-        ax.set_visible(False)
     return fig
 
 
 def fig_mean_images(images: dict[str, np.ndarray], half_width: float | None):
     from matplotlib.colors import LogNorm
 
-    nrows, ncols = _grid(len(images), 4)
-    fig, axes = _figure(4.2 * ncols, 3.8 * nrows, nrows, ncols)
+    fig, axes = _panels(len(images), 4.2, 3.8, ncols=4)
     extent = None if half_width is None else (-half_width, half_width, -half_width, half_width)
     positive = [im[im > 0] for im in images.values() if (im > 0).any()]
     vmin = max(min(float(p.min()) for p in positive), 1e-6) if positive else 1e-6
     vmax = max(float(p.max()) for p in positive) if positive else 1.0
-    for ax, (name, image) in zip(axes.flat, images.items(), strict=False):
+    for ax, (name, image) in zip(axes, images.items(), strict=True):
         shown = ax.imshow(np.clip(image, vmin, None), origin="lower", extent=extent, cmap="viridis",
                           norm=LogNorm(vmin=vmin, vmax=vmax))
         ax.set_title(name)
         ax.set_xlabel("Δη'" if extent else "pixel")
         ax.set_ylabel("Δφ'" if extent else "pixel")
         fig.colorbar(shown, ax=ax, label="mean pixel pT fraction")
-    for ax in list(axes.flat)[len(images):]:
-        ax.set_visible(False)
     return fig
 
 

@@ -11,10 +11,12 @@ Scores (higher = more anomalous):
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 
@@ -23,11 +25,13 @@ from nurdad.data import JetDataset
 from nurdad.data.stream import JetBatches
 from nurdad.detectors import GaussianStatistics, MahalanobisDetector, MaxLogitDetector
 from nurdad.errors import RunDirError, SchemaError
-from nurdad.io import load_torch, read_json, save_torch, write_json
+from nurdad.io import atomic_path, load_torch, provenance, read_json, save_torch, write_json
 from nurdad.models.encoder import count_macs, count_parameters
 from nurdad.nurd.critic import fit_fresh_critic
 
 log = logging.getLogger(__name__)
+
+SCORE_CHUNK_JETS = 65536  # jets per score_dataset call in score_to_file: bounds memory on any dataset
 
 
 @dataclass
@@ -92,6 +96,35 @@ def score_dataset(run: TrainedRun, dataset: JetDataset, rows: np.ndarray | None 
     scores = score_batches(run.model, run.detector, run.kind, batches)
     order = np.argsort(np.argsort(rows, kind="stable"), kind="stable")  # batches walk rows sorted
     return {key: value[order] for key, value in scores.items()}
+
+
+def score_to_file(run: TrainedRun, dataset: JetDataset, out, batch_size: int = 1024
+                  ) -> dict[str, np.ndarray]:
+    """Score `dataset` chunk by chunk into HDF5 `out` (atomic); return the (N,) scores.
+
+    Datasets: nurd_md, nurd_ml, d_<class>, representation (N, D) for a NuRD run, ae_mse for an
+    autoencoder (higher = more anomalous), plus process and mass (GeV) copied from the input.
+    """
+    kept: dict[str, list] = {}
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        for lo in range(0, len(dataset), SCORE_CHUNK_JETS):
+            rows = np.arange(lo, min(len(dataset), lo + SCORE_CHUNK_JETS))
+            for key, value in score_dataset(run, dataset, rows, batch_size).items():
+                if key in ("rows", "logits"):
+                    continue
+                if key not in f:
+                    f.create_dataset(key, shape=(0, *value.shape[1:]), maxshape=(None, *value.shape[1:]),
+                                     dtype=value.dtype, chunks=True)
+                f[key].resize(rows[-1] + 1, axis=0)
+                f[key][lo:] = value
+                if value.ndim == 1:
+                    kept.setdefault(key, []).append(value)
+        f["process"] = dataset.column("process").astype("S16")
+        f["mass"] = dataset.column("mass").astype(np.float32)
+        f.attrs.update(run_dir=str(run.run_dir), model=run.kind, classes=json.dumps(list(run.classes)),
+                       inputs=json.dumps([str(p) for p in dataset.paths]),
+                       provenance=json.dumps(provenance(), sort_keys=True))
+    return {key: np.concatenate(parts) for key, parts in kept.items()}
 
 
 def _fit_detector(model, prepared, config, rank: int, world: int) -> MahalanobisDetector:

@@ -19,6 +19,7 @@ summary.json      parameter and MAC counts, best epoch, fresh-critic dependence 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import io
@@ -39,6 +40,7 @@ from nurdad.baseline import AutoencoderObjective, BaselineConfig
 from nurdad.config import to_dict
 from nurdad.data import COLUMNS, JetDataset, open_dataset
 from nurdad.data.stream import JetBatches
+from nurdad.distributed import rank_and_world
 from nurdad.errors import ConfigError, RunDirError, SchemaError, TrainingDivergedError
 from nurdad.io import atomic_path, load_torch, provenance, read_json, run_dir_lock, save_torch, write_json
 from nurdad.nurd.objective import NurdConfig, NurdObjective
@@ -202,15 +204,9 @@ def batches_for(data: PreparedData, part: int, config: TrainConfig, shuffle: boo
 
 
 # ---------------------------------------------------------------------------------------- the loop
-def _distributed() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def training_device(config: TrainConfig) -> torch.device:
     """The device of this rank: config.device, or under torchrun with CUDA the GPU of LOCAL_RANK."""
-    if config.device == "cuda" and _distributed()[1] > 1:
+    if config.device == "cuda" and rank_and_world()[1] > 1:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -220,7 +216,7 @@ def training_device(config: TrainConfig) -> torch.device:
 
 def build_objective(config: TrainConfig, n_classes: int, n_nuisance: int):
     """The model(s) and optimizers of `config.model`, on this rank's device, DDP-wrapped if distributed."""
-    world = _distributed()[1]
+    world = rank_and_world()[1]
     device = training_device(config)
 
     def wrap(module):
@@ -236,7 +232,7 @@ def build_objective(config: TrainConfig, n_classes: int, n_nuisance: int):
 
 
 def _reduce_sums(sums: dict[str, float]) -> dict[str, float]:
-    rank, world = _distributed()
+    rank, world = rank_and_world()
     if world == 1:
         return sums
     keys = sorted(sums)
@@ -305,19 +301,11 @@ def train(config: TrainConfig, data, run_dir: str | os.PathLike, resume: bool = 
           show_progress: bool = True) -> dict:
     """Train a model into `run_dir`; returns the summary. See the module docstring for the outputs."""
     run_dir = Path(run_dir)
-    rank, world = _distributed()
+    rank, world = rank_and_world()
     if world > 1 and config.batch_size % world:
         raise ConfigError(f"train.batch_size: {config.batch_size} is not divisible by {world} ranks")
-    with run_dir_lock(run_dir) if rank == 0 else _nothing():
+    with run_dir_lock(run_dir) if rank == 0 else contextlib.nullcontext():
         return _train_locked(config, data, run_dir, resume, show_progress and rank == 0, rank, world)
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _train_locked(config, data, run_dir, resume, show_progress, rank, world) -> dict:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nurdad.distributed import rank_and_world
 from nurdad.errors import ConfigError
 from nurdad.models.encoder import EncoderConfig, JetEncoder
 from nurdad.nurd.critic import Critic, CriticConfig, critic_loss, dependence_penalty
@@ -55,17 +56,11 @@ class NurdConfig:
             raise ConfigError("nurd.critic_lr and nurd.reference_frac: expected > 0")
 
 
-def _distributed_world() -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size()
-    return 1
-
-
 def _weight_per_rank(w: Tensor) -> Tensor:
     """The global batch's total weight / number of ranks, so that DDP's gradient average over ranks of
     sum_local(w * loss) / this equals one process's weighted mean over the whole global batch."""
     total = w.sum().detach()
-    world = _distributed_world()
+    world = rank_and_world()[1]
     if world > 1:
         total = total.clone()
         torch.distributed.all_reduce(total)
@@ -75,7 +70,7 @@ def _weight_per_rank(w: Tensor) -> Tensor:
 
 def _allreduce_grads(module: nn.Module) -> None:
     """Average gradients over ranks (the critic is not DDP-wrapped: it runs two forwards per step)."""
-    world = _distributed_world()
+    world = rank_and_world()[1]
     if world > 1:
         for p in module.parameters():
             if p.grad is not None:
