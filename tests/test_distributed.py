@@ -48,6 +48,6 @@ def test_two_ranks_match_one_process(tmp_path, lam):
         # same global batches, gradients averaged: equal up to float reduction order
         assert worst < 1e-4
     else:
-        # the critic permutes z within each rank's half-batch (also a sample of p(r, y) p(z)), so the
-        # runs differ by the randomization, not by the method; both train to similar weights
+        # the dependence penalty (distance correlation) is computed on each rank's half-batch, so the
+        # runs differ by that estimate, not by the method; both train to similar weights
         assert worst < 0.5

@@ -43,6 +43,15 @@ def test_nurd_run_writes_every_artifact_and_scores(toy_file, tmp_path):
                                scores["nurd_md"][some], rtol=1e-4)  # float32 conv noise
 
 
+def test_critic_dependence_trains_and_differs_from_disco(toy_file, tmp_path):
+    critic = TrainConfig(**{**TINY, "nurd": NurdConfig(dependence="critic", critic_warmup_steps=5)})
+    summary = train(critic, toy_file, tmp_path / "critic", show_progress=False)
+    disco = train(TrainConfig(**TINY), toy_file, tmp_path / "disco", show_progress=False)
+    for s in (summary, disco):
+        assert s["final"]["train_info"] != 0 and np.isfinite(s["final"]["val_info"])
+    assert summary["final"]["train_loss"] != disco["final"]["train_loss"]
+
+
 def test_autoencoder_baseline_trains_on_qcd_only(toy_file, tmp_path):
     summary = train(TrainConfig(model="ae", epochs=1, batch_size=64), toy_file, tmp_path / "ae",
                     show_progress=False)
@@ -102,6 +111,8 @@ def test_run_dir_is_not_overwritten(toy_file, tmp_path):
 def test_bad_configuration_and_data(toy_file, tmp_path):
     with pytest.raises(ConfigError, match="lambda_penalty"):
         NurdConfig(lambda_penalty=-1)
+    with pytest.raises(ConfigError, match="nurd.dependence"):
+        NurdConfig(dependence="adversary")
     with pytest.raises(ConfigError, match="at least 2 background classes"):
         TrainConfig(backgrounds=("qcd",))
     with pytest.raises(ConfigError, match="val_fraction"):

@@ -161,8 +161,10 @@ def _add_train(sub) -> None:
     p.add_argument("--model", choices=("nurd", "ae"), help="nurd (default) or ae (autoencoder baseline)")
     p.add_argument("--lambda", type=float, dest="nurd.lambda_penalty",
                    help="dependence penalty weight (0 = plain classifier; default 1)")
+    p.add_argument("--dependence", choices=("disco", "critic"), dest="nurd.dependence",
+                   help="dependence penalty: disco (default, closed form) or critic (adversarial)")
     p.add_argument("--schedule", choices=("fast", "reference"), dest="nurd.schedule",
-                   help="critic schedule (default fast)")
+                   help="critic schedule with --dependence critic (default fast)")
     p.add_argument("--critic-steps", type=int, dest="nurd.critic_steps", help="fast: critic steps per step")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -187,7 +189,7 @@ def train_config_from_args(args, keys: tuple[str, ...]):
                      "train")
 
 
-_TRAIN_FLAGS = ("model", "nurd.lambda_penalty", "nurd.schedule", "nurd.critic_steps", "epochs", "batch_size",
+_TRAIN_FLAGS = ("model", "nurd.lambda_penalty", "nurd.dependence", "nurd.schedule", "nurd.critic_steps", "epochs", "batch_size",
                 "lr", "seed", "backgrounds", "nuisance", "weights.method", "val_fraction", "test_fraction",
                 "device")
 
@@ -243,8 +245,10 @@ def _add_sweep(sub) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
+    p.add_argument("--dependence", choices=("disco", "critic"), dest="nurd.dependence",
+                   help="dependence penalty: disco (default, closed form) or critic (adversarial)")
     p.add_argument("--schedule", choices=("fast", "reference"), dest="nurd.schedule",
-                   help="critic schedule (default fast)")
+                   help="critic schedule with --dependence critic (default fast)")
     p.add_argument("--device", help="cpu (default), cuda or cuda:N")
     p.set_defaults(func=_cmd_sweep)
 
@@ -252,7 +256,8 @@ def _add_sweep(sub) -> None:
 def _cmd_sweep(args) -> None:
     from nurdad.sweep import DEFAULT_LAMBDAS, format_sweep, run_sweep
 
-    config = train_config_from_args(args, ("epochs", "batch_size", "lr", "seed", "nurd.schedule", "device"))
+    config = train_config_from_args(args, ("epochs", "batch_size", "lr", "seed", "nurd.dependence",
+                                           "nurd.schedule", "device"))
     sweep = run_sweep(args.data, args.out, config, args.lambdas or DEFAULT_LAMBDAS, with_ae=not args.no_ae,
                       anomalies=args.anomalies, show_progress=not args.quiet)
     print(format_sweep(sweep))

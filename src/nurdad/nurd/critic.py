@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 CRITIC_MODES = ("joint", "marginal")
 PENALTIES = ("contrast", "joint")
+INPUTS = ("whitened", "standardized")
 EMBEDDING_HIDDEN = 16  # hidden width of the nuisance embedding MLP s(z)
 
 
@@ -55,6 +56,9 @@ class CriticConfig:
     mode: str = "joint"  # 'joint': critic sees (r, onehot y, s(z)) -> I((r, y); z);
     #                      'marginal': (r, s(z)) -> I(r; z)
     penalty: str = "contrast"  # 'contrast': mean joint T - mean randomized T; 'joint': mean joint T
+    input: str = "whitened"  # how r enters: 'whitened' (class-centred, pooled covariance) | 'standardized'
+    shrinkage: float = 1e-3  # 'whitened': covariance (1 - s) * C + s * mean variance * I; small, like the
+    #                          detector's Ledoit-Wolf value, or r hides dependence below it
 
     def __post_init__(self):
         if not self.hidden or any(not isinstance(h, int) or h < 1 for h in self.hidden):
@@ -72,6 +76,10 @@ class CriticConfig:
             raise ConfigError(
                 f"critic.penalty: expected one of {PENALTIES}, got {self.penalty!r}"
             )
+        if self.input not in INPUTS:
+            raise ConfigError(f"critic.input: expected one of {INPUTS}, got {self.input!r}")
+        if not 0 < self.shrinkage <= 1:
+            raise ConfigError(f"critic.shrinkage: expected a value in (0, 1], got {self.shrinkage!r}")
 
 
 class Critic(nn.Module):
@@ -93,10 +101,16 @@ class Critic(nn.Module):
         self.net = mlp((n_in, *config.hidden, 1))
 
     def forward(self, r: Tensor, y: Tensor, z: Tensor) -> Tensor:
-        parts = [_standardized(r), self.embed(_as_columns(z, self.n_nuisance).to(r.dtype))]  # (B, D), (B, E)
+        parts = [self.scaled(r, y), self.embed(_as_columns(z, self.n_nuisance).to(r.dtype))]  # (B, D), (B, E)
         if self.config.mode == "joint":
             parts.append(F.one_hot(y.long(), self.n_classes).to(r.dtype))  # (B, K)
         return self.net(torch.cat(parts, dim=1)).squeeze(1)  # (B,)
+
+    def scaled(self, r: Tensor, y: Tensor) -> Tensor:
+        """r as the critic sees it (`CriticConfig.input`)."""
+        if self.config.input == "whitened":
+            return whitened(r, y, self.n_classes, self.config.shrinkage)
+        return _standardized(r)
 
 
 def _standardized(r: Tensor) -> Tensor:
@@ -112,6 +126,36 @@ def _standardized(r: Tensor) -> Tensor:
     mean = r.detach().mean(dim=0, keepdim=True)
     spread = r.detach().std(dim=0, keepdim=True) + 1e-6
     return (r - mean) / spread
+
+
+def batch_whitening(r: Tensor, y: Tensor, n_classes: int, shrinkage: float) -> tuple[Tensor, Tensor]:
+    """Detached class means (K, D) and inverse Cholesky factor L^-1 (D, D) of the batch's pooled
+    within-class covariance, shrunk towards the mean variance: (1 - s) C + s * mean(diag C) * I."""
+    rd = r.detach().double()
+    y = y.long()
+    counts = torch.bincount(y, minlength=n_classes).clamp_min(1).unsqueeze(1).to(rd)
+    means = torch.zeros(n_classes, r.shape[1], dtype=rd.dtype, device=r.device).index_add_(0, y, rd) / counts
+    centred = rd - means[y]
+    cov = centred.T @ centred / max(r.shape[0] - n_classes, 1)
+    scale = cov.diagonal().mean().clamp_min(1e-12)
+    cov = (1 - shrinkage) * cov + shrinkage * scale * torch.eye(r.shape[1], dtype=rd.dtype, device=r.device)
+    return means.to(r.dtype), torch.linalg.inv(torch.linalg.cholesky(cov)).to(r.dtype)
+
+
+def whitened(r: Tensor, y: Tensor, n_classes: int, shrinkage: float) -> Tensor:
+    """r centred on its class mean and whitened with the pooled within-class covariance (both from
+    the batch, detached, shrunk towards the mean variance).
+
+    This is the geometry of the Mahalanobis detector: a direction of r with a tiny within-class
+    spread is amplified by Sigma^-1 in the score, so the critic must see it at unit scale too.
+    Per-feature standardization hides it: measured on real jets, the reference schedule reached a
+    fresh-critic estimate of 0.10 nats with standardized inputs while |corr(score, mass)| on QCD
+    stayed 0.77. Class centring loses nothing, since the critic also sees y.
+    """
+    if r.shape[0] <= n_classes + 1:
+        return r
+    means, inverse_cholesky = batch_whitening(r, y, n_classes, shrinkage)
+    return (r - means[y.long()]) @ inverse_cholesky.T
 
 
 def randomized_nuisance(critic: Critic, z: Tensor, y: Tensor,

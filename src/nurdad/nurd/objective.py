@@ -1,6 +1,15 @@
-"""The NuRD training objective: w-weighted cross-entropy + lambda * critic dependence penalty.
+"""The NuRD training objective: w-weighted cross-entropy + lambda * dependence penalty.
 
-Two critic schedules:
+Two estimates of the dependence I(r; z | y) that the penalty removes (`NurdConfig.dependence`):
+
+- ``disco`` (default): the closed-form weighted distance correlation of `nurdad.nurd.disco`, exact on
+  every batch and free of any adversarial game; per step it costs O(B^2 D), about the price of the
+  classifier step. On real jets it is the estimate that removes the mass dependence of the
+  Mahalanobis score (RESULTS.md); the critic game collapsed the classifier or left the score
+  correlated.
+- ``critic``: the NuRD density-ratio critic of `nurdad.nurd.critic`, trained on one of two schedules.
+
+The critic schedules:
 
 - ``fast`` (default): one persistent critic that takes `critic_steps` Adam steps on the current batch's
   detached representations before every encoder step, after a warm-up of `critic_warmup_steps` steps on
@@ -26,14 +35,18 @@ from nurdad.distributed import rank_and_world
 from nurdad.errors import ConfigError
 from nurdad.models.encoder import EncoderConfig, JetEncoder
 from nurdad.nurd.critic import Critic, CriticConfig, critic_loss, dependence_penalty
+from nurdad.nurd.disco import disco_penalty
 
 SCHEDULES = ("fast", "reference")
+DEPENDENCE = ("critic", "disco")
 
 
 @dataclass(frozen=True)
 class NurdConfig:
     lambda_penalty: float = 1.0       # lambda: weight of the dependence penalty (0 = plain classifier)
-    schedule: str = "fast"            # critic schedule: 'fast' | 'reference'
+    dependence: str = "disco"         # penalty: 'disco' (closed form, distance correlation) | 'critic'
+    #                                   (NuRD density-ratio critic trained on the `schedule` below)
+    schedule: str = "fast"            # critic schedule ('critic' only): 'fast' | 'reference'
     critic_steps: int = 5             # fast: critic steps per encoder step (on the current batch)
     critic_lr: float = 1e-3           # Adam learning rate of the critic
     critic_warmup_steps: int = 50     # fast: critic steps on the initial encoder before training
@@ -47,6 +60,8 @@ class NurdConfig:
             raise ConfigError(
                 f"nurd.lambda_penalty: expected a finite value >= 0, got {self.lambda_penalty}"
             )
+        if self.dependence not in DEPENDENCE:
+            raise ConfigError(f"nurd.dependence: expected one of {DEPENDENCE}, got {self.dependence!r}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"nurd.schedule: expected one of {SCHEDULES}, got {self.schedule!r}")
         for name in ("critic_steps", "critic_warmup_steps"):
@@ -92,7 +107,8 @@ class NurdObjective:
         self.optimizer = torch.optim.Adam(self.encoder.parameters(), lr=lr)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
         self.generator = torch.Generator().manual_seed(seed + 1)  # nuisance permutations
-        self.uses_critic = config.lambda_penalty > 0
+        self.uses_critic = config.lambda_penalty > 0 and config.dependence == "critic"
+        self.uses_disco = config.lambda_penalty > 0 and config.dependence == "disco"
 
     # -- state for checkpoints ------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -162,6 +178,8 @@ class NurdObjective:
                 for _ in range(self.config.critic_steps):
                     self._critic_step(r, y, z, w)
             info = dependence_penalty(self.critic, r, y, z, w, generator=self.generator)
+        elif self.uses_disco:
+            info = self._disco(r, y, z, w)
         loss = ce + self.config.lambda_penalty * info
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -184,8 +202,14 @@ class NurdObjective:
         if self.uses_critic:
             fixed = torch.Generator().manual_seed(int(batch["rows"][0]))  # same permutation every epoch
             info = dependence_penalty(self.critic, r, y, z, w, generator=fixed)
+        elif self.uses_disco:
+            info = self._disco(r, y, z, w)
         sums["info"] = float(info * w.sum())
         return sums
+
+    def _disco(self, r: Tensor, y: Tensor, z: Tensor, w: Tensor) -> Tensor:
+        return disco_penalty(r, y, z, w, self.critic.n_classes, self.critic.scaled,
+                             self.config.critic.shrinkage)
 
     def selection(self, means: dict[str, float]) -> float:
         """Model selection criterion (lower is better): weighted CE + lambda * info."""
