@@ -189,9 +189,9 @@ def train_config_from_args(args, keys: tuple[str, ...]):
                      "train")
 
 
-_TRAIN_FLAGS = ("model", "nurd.lambda_penalty", "nurd.dependence", "nurd.schedule", "nurd.critic_steps", "epochs", "batch_size",
-                "lr", "seed", "backgrounds", "nuisance", "weights.method", "val_fraction", "test_fraction",
-                "device")
+_TRAIN_FLAGS = ("model", "nurd.lambda_penalty", "nurd.dependence", "nurd.schedule", "nurd.critic_steps",
+                "epochs", "batch_size", "lr", "seed", "backgrounds", "nuisance", "weights.method",
+                "val_fraction", "test_fraction", "device")
 
 
 def _cmd_train(args) -> None:
