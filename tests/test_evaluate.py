@@ -100,8 +100,8 @@ def test_evaluate_runs_writes_strict_json_and_scores(toy_runs):
     stored = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
     assert stored == metrics
     assert set(metrics["runs"]) == {"nurd", "ae"}
-    assert set(metrics["runs"]["nurd"]["scores"]) == {"nurd_md", "nurd_ml", "d_qcd", "d_wz"}
-    assert set(metrics["runs"]["ae"]["scores"]) == {"ae_mse"}
+    assert set(metrics["runs"]["nurd"]["scores"]) == {"nurd_md", "nurd_md_ddt", "nurd_ml", "d_qcd", "d_wz"}
+    assert set(metrics["runs"]["ae"]["scores"]) == {"ae_mse", "ae_mse_ddt"}
     for run in metrics["runs"].values():
         assert run["on_training_data"] and run["parameters"]["total"] > 0
         for score in run["scores"].values():
@@ -118,7 +118,7 @@ def test_evaluate_runs_writes_strict_json_and_scores(toy_runs):
     assert metrics_current(out, [root / "nurd", root / "ae"], data)
     assert not metrics_current(out, [root / "nurd"], data)
     table = format_table(metrics)
-    assert "NuRD-MD (λ=1)" in table and "AE (MSE)" in table and len(table.splitlines()) == 6
+    assert "NuRD-MD (λ=1)" in table and "AE (MSE+DDT)" in table and len(table.splitlines()) == 8
 
 
 def test_other_data_is_evaluated_whole(toy_runs, tmp_path):
@@ -128,6 +128,8 @@ def test_other_data_is_evaluated_whole(toy_runs, tmp_path):
     score = metrics["runs"]["ae"]["scores"]["ae_mse"]
     assert not metrics["runs"]["ae"]["on_training_data"]
     assert score["n_jets"] == {"qcd": 40, "wz": 40, "top": 30}
+    # the DDT is fitted on the run's own training QCD, read from its recorded training file
+    assert metrics["runs"]["ae"]["scores"]["ae_mse_ddt"]["n_jets"] == score["n_jets"]
 
 
 def test_cli_evaluate_prints_table_and_reports_errors(toy_runs, tmp_path, capsys):

@@ -4,9 +4,11 @@ Evaluation jets. On the run's own training data (the same files and jet count as
 only jets never trained on are used: the TEST split of the background processes and every jet of the
 other processes (the anomalies). On any other data all jets are used.
 
-For every score of a run (``nurd_md``, ``nurd_ml``, each ``d_<class>``; ``ae_mse``; higher = more
-anomalous) the metrics are `nurdad.metrics.summarize_detector` (AUROC and 1/eps_B at eps_S = 30%,
-50% against QCD, W/Z and their pooled mix; Pearson and distance correlation with the jet mass on QCD;
+For every score of a run (``nurd_md``, ``nurd_ml``, each ``d_<class>``; ``ae_mse``; and
+``nurd_md_ddt``, ``ae_mse_ddt``: the main score made mass-independent on QCD by `nurdad.ddt`, the
+classic competitor of a learned decorrelation; higher = more anomalous) the metrics are
+`nurdad.metrics.summarize_detector` (AUROC and 1/eps_B at eps_S = 30%, 50% against QCD, W/Z and
+their pooled mix; Pearson and distance correlation with the jet mass on QCD;
 1/JSD of the QCD mass after cuts keeping 10% and 1%), plus two robustness studies:
 
 - ``robustness.mix``: `nurdad.metrics.robustness_vs_mix`, AUROC and 1/eps_B as the QCD share of the
@@ -34,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from nurdad.data import JetDataset, expand_paths, open_dataset
+from nurdad.ddt import MassDecorrelation
 from nurdad.errors import NurdadError, RunDirError
 from nurdad.io import atomic_path, provenance, write_json
 from nurdad.metrics import reweight_to_mass_spectrum, robustness_vs_mix, summarize_detector
@@ -42,6 +45,9 @@ log = logging.getLogger(__name__)
 
 EVALUATION_FORMAT = 1
 SCORE_PREFIXES = ("nurd_md", "nurd_ml", "d_", "ae_mse")
+DDT_SCORES = ("nurd_md", "ae_mse")  # scores also reported after the mass decorrelation of `nurdad.ddt`
+DDT_FIT_JETS = 20_000
+DDT_MASS_BINS = 20
 HARDER_SCALE_GEV = 100.0       # w(m) = exp(m / 100 GeV): demo QCD median mass 71 -> 98 GeV
 MASS_SHIFTS = {
     "qcd_harder": "QCD jets resampled with weight exp(m / 100 GeV): a harder QCD mass spectrum",
@@ -84,9 +90,9 @@ def run_label(model: str, lambda_penalty: float | None) -> str:
 def method_name(model: str, lambda_penalty: float | None, score: str) -> str:
     """Display name of one score of one run: 'NuRD-MD (λ=1)', 'classifier-ML (λ=0)', 'AE (MSE)'."""
     if model == "ae":
-        return "AE (MSE)" if score == "ae_mse" else f"AE {score}"
+        return {"ae_mse": "AE (MSE)", "ae_mse_ddt": "AE (MSE+DDT)"}.get(score, f"AE {score}")
     stem = "NuRD" if lambda_penalty else "classifier"
-    kind = {"nurd_md": "MD", "nurd_ml": "ML"}.get(score)
+    kind = {"nurd_md": "MD", "nurd_ml": "ML", "nurd_md_ddt": "MD+DDT"}.get(score)
     suffix = f"(λ={lambda_penalty or 0:g})"
     return f"{stem}-{kind} {suffix}" if kind else f"{stem} {score} {suffix}"
 
@@ -140,11 +146,40 @@ def score_run(run_dir: str | os.PathLike, dataset: JetDataset, name: str | None 
              "held-out jets of its training data" if own else "all jets")
     raw = score_dataset(run, dataset, rows)
     scores = {k: v.astype(np.float64) for k, v in raw.items() if k.startswith(SCORE_PREFIXES)}
+    mass = dataset.column("mass")[rows].astype(np.float64)
+    scores.update(ddt_scores(run, dataset if own else None, scores, mass))
     lam = run.config.nurd.lambda_penalty if run.kind == "nurd" else None
     return RunScores(name or Path(run_dir).name, Path(run_dir).resolve(), run.kind, lam,
-                     tuple(run.config.backgrounds), process[rows],
-                     dataset.column("mass")[rows].astype(np.float64), scores, _summary(Path(run_dir)),
+                     tuple(run.config.backgrounds), process[rows], mass, scores, _summary(Path(run_dir)),
                      own)
+
+
+def ddt_scores(run, training_data: JetDataset | None, scores: dict[str, np.ndarray],
+               mass: np.ndarray) -> dict[str, np.ndarray]:
+    """'<score>_ddt' for the run's main score: its quantile among the run's own training QCD jets of
+    the same mass (`nurdad.ddt`, fitted on at most `DDT_FIT_JETS` of them). `training_data` is the
+    run's training dataset when already open; otherwise its recorded files are opened (skipped with
+    a warning when they are gone)."""
+    from nurdad.scoring import score_dataset
+    from nurdad.training import TRAIN
+
+    keys = [k for k in DDT_SCORES if k in scores]
+    if not keys:
+        return {}
+    if training_data is None:
+        try:
+            training_data = open_dataset(run.data_files)
+        except NurdadError as err:
+            log.warning("%s: no DDT scores, its training data cannot be read (%s)", run.run_dir, err)
+            return {}
+    qcd = np.flatnonzero((run.split() == TRAIN) & (training_data.column("process") == "qcd"))
+    if len(qcd) > DDT_FIT_JETS:
+        qcd = np.sort(np.random.default_rng(0).choice(qcd, DDT_FIT_JETS, replace=False))
+    fit = score_dataset(run, training_data, qcd)
+    fit_mass = training_data.column("mass")[qcd]
+    bins = min(DDT_MASS_BINS, max(1, len(qcd) // 100))  # >= 100 QCD jets per mass bin
+    return {f"{k}_ddt": MassDecorrelation(bins).fit(fit[k], fit_mass).transform(scores[k], mass)
+            for k in keys}
 
 
 def _unique_names(run_dirs: Sequence[Path]) -> list[str]:
@@ -410,8 +445,8 @@ def ordered_runs(metrics: dict) -> list[tuple[str, dict]]:
 
 def _ordered_scores(scores: dict) -> list[dict]:
     """The headline scores first (NURD-MD, NURD-ML, AE MSE), then the per-class distances."""
-    main = ("nurd_md", "nurd_ml", "ae_mse")
-    return [scores[k] for k in sorted(scores, key=lambda k: (main.index(k) if k in main else 3, k))]
+    main = ("nurd_md", "nurd_md_ddt", "nurd_ml", "ae_mse", "ae_mse_ddt")
+    return [scores[k] for k in sorted(scores, key=lambda k: (main.index(k) if k in main else len(main), k))]
 
 
 TABLE_HEADER = ("method", "anomaly", "AUROC(mix)", "R30(mix)", "|corr m|", "1/JSD@10%", "params")

@@ -369,17 +369,20 @@ def _img(png: bytes, title: str, caption: str = "") -> str:
 
 def talk_rows(metrics: dict, anomaly: str) -> list[tuple[str, dict, dict]]:
     """(row name, run entry, score entry) of the talk's table: NuRD-MD and NuRD-ML for every
-    lambda > 0 (by lambda), the lambda = 0 classifier (MD), the AE."""
+    lambda > 0 (by lambda), the lambda = 0 classifier (MD), the AE, and the DDT-decorrelated
+    scores of the classifier and the AE (the post-hoc competitors of NuRD's decorrelation)."""
     rows = []
     for _, run in ordered_runs(metrics):
         if run["model"] == "nurd" and run["lambda"]:
             for score, kind in (("nurd_md", "MD"), ("nurd_ml", "ML")):
                 if score in run["scores"]:
                     rows.append((f"NuRD-{kind} (λ={run['lambda']:g})", run, run["scores"][score]))
-        if run["model"] == "nurd" and not run["lambda"] and "nurd_md" in run["scores"]:
-            rows.append(("λ = 0 classifier (MD)", run, run["scores"]["nurd_md"]))
-        if run["model"] == "ae" and "ae_mse" in run["scores"]:
-            rows.append(("AE (MSE)", run, run["scores"]["ae_mse"]))
+        named = {("nurd", "nurd_md"): "λ = 0 classifier (MD)",
+                 ("nurd", "nurd_md_ddt"): "λ = 0 classifier (MD+DDT)",
+                 ("ae", "ae_mse"): "AE (MSE)", ("ae", "ae_mse_ddt"): "AE (MSE+DDT)"}
+        for (model, score), name in named.items():
+            if run["model"] == model and not run["lambda"] and score in run["scores"]:
+                rows.append((name, run, run["scores"][score]))
     return [r for r in rows if anomaly in r[2]["anomalies"]]
 
 
