@@ -35,6 +35,7 @@ def test_sweep_writes_points_plot_and_resumes(toy_sweep, monkeypatch):
     root, data, sweep = toy_sweep
     assert [p["lambda"] for p in sweep["points"]] == [0.0, 1.0] and sweep["anomaly"] == "top"
     assert sweep["ae"]["score"] == "ae_mse" and 0 <= sweep["ae"]["auroc_vs_mix"] <= 1
+    assert [p["score"] for p in sweep["ddt"]] == ["nurd_md_ddt", "ae_mse_ddt"]
     assert json.loads((root / "sweep" / "sweep.json").read_text()) == sweep
     assert (root / "sweep" / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
     # rerunning trains and evaluates nothing: every run is finished and the metrics are current

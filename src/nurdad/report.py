@@ -303,8 +303,9 @@ def plot_style():
 
 def fig_tradeoff(sweep: dict):
     """AUROC (anomaly vs background mix, x) against 1/JSD@10% of QCD (y; log beyond a decade): one
-    labelled point per lambda (NURD-MD), the AE as a star. Top-right is better; points with an
-    undefined AUROC or 1/JSD are left out with a warning."""
+    labelled point per lambda (NURD-MD), the AE as a star, the DDT-decorrelated lambda = 0 classifier
+    and AE as open markers. Top-right is better; points with an undefined AUROC or 1/JSD are left
+    out with a warning."""
     fig, axes = _figure(8, 6.5)
     ax = axes[0, 0]
     points = [(p["lambda"], *xy) for p in sweep["points"] if (xy := _tradeoff_xy(p))]
@@ -316,6 +317,13 @@ def fig_tradeoff(sweep: dict):
     if sweep.get("ae") and (xy := _tradeoff_xy(sweep["ae"])):
         ax.plot(*xy, "*", color="tab:red", markersize=20, label="AE (MSE)")
         ys.append(xy[1])
+    for point in sweep.get("ddt", []):
+        if xy := _tradeoff_xy(point):
+            ae = point["lambda"] is None
+            ax.plot(*xy, "*" if ae else "s", color="tab:red" if ae else "tab:blue",
+                    markersize=16 if ae else 11, markerfacecolor="none", markeredgewidth=2,
+                    label="AE (MSE) + DDT" if ae else "λ = 0 classifier (MD) + DDT")
+            ys.append(xy[1])
     if ys and min(ys) > 0 and max(ys) / min(ys) > 10:
         ax.set_yscale("log")
     ax.margins(0.12)

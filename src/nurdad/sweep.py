@@ -62,15 +62,18 @@ def sweep_point(run: dict, score: str, anomaly: str) -> dict:
 
 
 def sweep_summary(metrics: dict, lambda_runs: dict[float, str], ae_run: str | None) -> dict:
-    """sweep.json (strict JSON): one point per lambda (NURD-MD) and the AE reference, for the first
-    anomaly."""
+    """sweep.json (strict JSON): one point per lambda (NURD-MD), the AE reference and the post-hoc
+    DDT-decorrelated scores of the lambda = 0 classifier and the AE, for the first anomaly."""
     first = next(iter(metrics["runs"].values()))
     anomaly = first["anomalies"][0]
+    ddt = [(lambda_runs.get(0.0), "nurd_md_ddt"), (ae_run, "ae_mse_ddt")]
     return strict_json({
         "anomaly": anomaly, "score": SWEEP_SCORE,
         "points": [sweep_point(metrics["runs"][name], SWEEP_SCORE, anomaly)
                    for _, name in sorted(lambda_runs.items())],
         "ae": sweep_point(metrics["runs"][ae_run], "ae_mse", anomaly) if ae_run else None,
+        "ddt": [sweep_point(metrics["runs"][name], score, anomaly) for name, score in ddt
+                if name and score in metrics["runs"][name]["scores"]],
     })
 
 
@@ -79,8 +82,9 @@ def format_sweep(sweep: dict) -> str:
     keys = ("auroc_vs_mix", "abs_pearson", "distance_corr", "inverse_jsd_10")
     lines = [f"{'lambda':>8}{'AUROC':>9}{'|corr m|':>10}{'dCor':>8}{'1/JSD@10%':>11}"
              f"   ({sweep['anomaly']} vs QCD+W/Z; QCD mass)"]
-    for point in [*sweep["points"], *([sweep["ae"]] if sweep.get("ae") else [])]:
+    for point in [*sweep["points"], *([sweep["ae"]] if sweep.get("ae") else []), *sweep.get("ddt", [])]:
         name = "AE" if point["lambda"] is None else f"{point['lambda']:g}"
+        name += "+DDT" if point["score"].endswith("_ddt") else ""
         cells = (f"{as_float(point[k]):>{w}.3f}" for k, w in zip(keys, (9, 10, 8, 11), strict=True))
         lines.append(f"{name:>8}" + "".join(cells))
     return "\n".join(lines)
