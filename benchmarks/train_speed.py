@@ -192,7 +192,7 @@ def speed_tables(results: dict[int, dict[str, dict]], plan: dict) -> tuple[list[
         f"{REFERENCE_FRAC:g}, critic re-initialized every step; the AE trains on QCD only):\n\n{headline}",
         f"**Time per epoch vs training-set size** (same protocol at every size; slope = exponent a of "
         f"t ~ n^a):\n\n{scaling}\n\nExtrapolated to the paper-size set (66k training jets): reference "
-        f"~{facts['paper_ref_hours']:.0f} h per epoch, fast ~{facts['paper_fast_minutes']:.0f} min per "
+        f"~{facts['paper_ref_hours']:.0f} h per epoch, fast ~{facts['paper_fast_minutes']:.1f} min per "
         "epoch on this machine.",
     ]
     return text, facts

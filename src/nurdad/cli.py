@@ -237,7 +237,7 @@ def _add_sweep(sub) -> None:
     p.add_argument("--data", "-d", required=True, nargs="+", help="jet files, directories or globs")
     p.add_argument("--out", "-o", required=True, help="sweep directory (rerun the command to resume)")
     p.add_argument("--lambdas", type=float, nargs="+", default=None,
-                   help="penalty weights (default 0 0.3 1 3 10)")
+                   help="penalty weights (default 0 0.01 0.03 0.1 0.3 1)")
     p.add_argument("--config", help="TOML file with a [train] table: the base of every run")
     p.add_argument("--no-ae", action="store_true", help="skip the autoencoder reference")
     p.add_argument("--anomalies", nargs="+", help="anomaly processes (default: all non-background ones)")

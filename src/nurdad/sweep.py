@@ -25,7 +25,7 @@ from nurdad.io import write_json
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LAMBDAS = (0.0, 0.3, 1.0, 3.0, 10.0)
+DEFAULT_LAMBDAS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)  # the DisCo penalty acts from ~0.01 (RESULTS.md)
 SWEEP_SCORE = "nurd_md"   # the NuRD score of the sweep points (NURD-MD)
 
 
