@@ -20,11 +20,11 @@ def test_demo_runs_end_to_end_on_a_given_file(tmp_path):
     assert "numbers are noisy" in page and "300 qcd" in page and "trained for 1 epoch(s)" in page
     assert page.count("<img") >= 9
     runs = tmp_path / "demo" / "runs"
-    for name in ("lambda_0", "lambda_1", "ae"):
+    for name in ("lambda_0", "lambda_0.3", "ae"):
         assert (runs / name / "summary.json").exists(), name
     assert not (tmp_path / "demo" / "jets.h5").exists()  # no simulation when data is given
     metrics = json.loads((runs / "metrics.json").read_text())
-    assert {r["label"] for r in metrics["runs"].values()} == {"NuRD (λ=1)", "classifier (λ=0)", "AE"}
+    assert {r["label"] for r in metrics["runs"].values()} == {"NuRD (λ=0.3)", "classifier (λ=0)", "AE"}
     assert all(r["best_epoch"] == 1 for r in metrics["runs"].values())
 
 

@@ -182,6 +182,8 @@ CASES = [
           "syntax.toml: not valid TOML (...)"),
     _case("negative_lambda", f"train -d toy.h5 --lambda -1 {_OUT}",
           "nurd.lambda_penalty: expected a finite value >= 0, got -1.0"),
+    _case("bad_shrinkage", f"train -d toy.h5 --config shrink.toml {_OUT}",
+          "critic.shrinkage: expected a value in (0, 1], got 0.0"),
     _case("bad_fractions", f"train -d toy.h5 --val-fraction 0.6 --test-fraction 0.5 {_OUT}",
           "train.val_fraction, train.test_fraction: expected each in (0, 1) with sum < 1, got 0.6 and 0.5"),
     _case("resume_nothing", f"train -d toy.h5 --resume {_OUT}",
@@ -249,6 +251,7 @@ def make_bad_inputs(work: Path) -> None:
         write_jets(work / name, images, {"process": qcd, "mass": mass})
     toy_jet_file(work / "small16.h5", {"qcd": 10, "top": 5}, size=16)
     (work / "unknown.toml").write_text("[train.nurd]\nlambda = 2.0\n")  # the field is lambda_penalty
+    (work / "shrink.toml").write_text("[train.nurd.critic]\nshrinkage = 0.0\n")
     (work / "syntax.toml").write_text("[train]\nepochs = 4\nlr = 1e-3,\n")
     shutil.copytree(work / "ref", work / "taken")
     shutil.copytree(work / "ref", work / "old")

@@ -11,6 +11,7 @@ import sys
 
 from nurdad import __version__
 from nurdad.config import deep_merge, from_dict, load_toml, nest_flags
+from nurdad.demo import DEMO_LAMBDA
 from nurdad.errors import ConfigError, NurdadError
 
 log = logging.getLogger("nurdad")
@@ -290,8 +291,8 @@ def _add_demo(sub) -> None:
                    help="background jets per class (default 1500; top gets a third, hbb a fifth)")
     p.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
     p.add_argument("--workers", type=int, default=2, help="simulation processes (default 2)")
-    p.add_argument("--lambda", type=float, dest="lambda_penalty", default=1.0,
-                   help="NuRD penalty weight (default 1; lambda = 0 is trained as well)")
+    p.add_argument("--lambda", type=float, dest="lambda_penalty", default=DEMO_LAMBDA,
+                   help=f"NuRD penalty weight (default {DEMO_LAMBDA:g}; lambda = 0 is trained as well)")
     p.add_argument("--data", "-d", help="an existing jet file: skip the simulation")
     p.set_defaults(func=_cmd_demo)
 
