@@ -72,26 +72,31 @@ class RunScores:
     scores: dict[str, np.ndarray]  # name -> (N,), higher = more anomalous
     summary: dict = field(default_factory=dict)  # the run's summary.json
     on_training_data: bool = False
+    dependence: str | None = None  # NuRD's dependence penalty ('disco' | 'critic'), None for the AE
 
     @property
     def label(self) -> str:
-        return run_label(self.model, self.lambda_penalty)
+        return run_label(self.model, self.lambda_penalty, self.dependence)
 
 
-def run_label(model: str, lambda_penalty: float | None) -> str:
-    """'AE', 'classifier (λ=0)' or 'NuRD (λ=<value>)'."""
+def _nurd_stem(dependence: str | None) -> str:
+    return "NuRD critic" if dependence == "critic" else "NuRD"
+
+
+def run_label(model: str, lambda_penalty: float | None, dependence: str | None = None) -> str:
+    """'AE', 'classifier (λ=0)', 'NuRD (λ=<value>)' or, with the critic penalty, 'NuRD critic (λ=...)'."""
     if model == "ae":
         return "AE"
     if not lambda_penalty:
         return "classifier (λ=0)"
-    return f"NuRD (λ={lambda_penalty:g})"
+    return f"{_nurd_stem(dependence)} (λ={lambda_penalty:g})"
 
 
-def method_name(model: str, lambda_penalty: float | None, score: str) -> str:
+def method_name(model: str, lambda_penalty: float | None, score: str, dependence: str | None = None) -> str:
     """Display name of one score of one run: 'NuRD-MD (λ=1)', 'classifier-ML (λ=0)', 'AE (MSE)'."""
     if model == "ae":
         return {"ae_mse": "AE (MSE)", "ae_mse_ddt": "AE (MSE+DDT)"}.get(score, f"AE {score}")
-    stem = "NuRD" if lambda_penalty else "classifier"
+    stem = _nurd_stem(dependence) if lambda_penalty else "classifier"
     kind = {"nurd_md": "MD", "nurd_ml": "ML", "nurd_md_ddt": "MD+DDT"}.get(score)
     suffix = f"(λ={lambda_penalty or 0:g})"
     return f"{stem}-{kind} {suffix}" if kind else f"{stem} {score} {suffix}"
@@ -149,9 +154,10 @@ def score_run(run_dir: str | os.PathLike, dataset: JetDataset, name: str | None 
     mass = dataset.column("mass")[rows].astype(np.float64)
     scores.update(ddt_scores(run, dataset if own else None, scores, mass))
     lam = run.config.nurd.lambda_penalty if run.kind == "nurd" else None
+    dependence = run.config.nurd.dependence if run.kind == "nurd" else None
     return RunScores(name or Path(run_dir).name, Path(run_dir).resolve(), run.kind, lam,
                      tuple(run.config.backgrounds), process[rows], mass, scores, _summary(Path(run_dir)),
-                     own)
+                     own, dependence)
 
 
 def ddt_scores(run, training_data: JetDataset | None, scores: dict[str, np.ndarray],
@@ -287,7 +293,8 @@ def run_metrics(run: RunScores, anomalies: Sequence[str] | None = None) -> dict:
     detector_params = int(run.summary.get("detector_parameters", 0))
     entry = {
         "run_dir": str(run.run_dir), "model": run.model, "label": run.label,
-        "lambda": run.lambda_penalty, "backgrounds": list(run.backgrounds), "anomalies": list(anomalies),
+        "lambda": run.lambda_penalty, "dependence": run.dependence, "backgrounds": list(run.backgrounds),
+        "anomalies": list(anomalies),
         "on_training_data": run.on_training_data,
         "evaluation_jets": ("test split of the backgrounds + all anomaly jets" if run.on_training_data
                             else "all jets of the data"),
@@ -304,7 +311,7 @@ def run_metrics(run: RunScores, anomalies: Sequence[str] | None = None) -> dict:
     for name, values in run.scores.items():
         log.info("%s: metrics of %s", run.name, name)
         entry["scores"][name] = {
-            "method": method_name(run.model, run.lambda_penalty, name),
+            "method": method_name(run.model, run.lambda_penalty, name, run.dependence),
             **score_metrics(values, run.process, run.mass, run.backgrounds, anomalies, shifts=shifts),
         }
     return entry

@@ -382,9 +382,9 @@ def talk_rows(metrics: dict, anomaly: str) -> list[tuple[str, dict, dict]]:
     rows = []
     for _, run in ordered_runs(metrics):
         if run["model"] == "nurd" and run["lambda"]:
-            for score, kind in (("nurd_md", "MD"), ("nurd_ml", "ML")):
+            for score in ("nurd_md", "nurd_ml"):
                 if score in run["scores"]:
-                    rows.append((f"NuRD-{kind} (λ={run['lambda']:g})", run, run["scores"][score]))
+                    rows.append((run["scores"][score]["method"], run, run["scores"][score]))
         named = {("nurd", "nurd_md"): "λ = 0 classifier (MD)",
                  ("nurd", "nurd_md_ddt"): "λ = 0 classifier (MD+DDT)",
                  ("ae", "ae_mse"): "AE (MSE)", ("ae", "ae_mse_ddt"): "AE (MSE+DDT)"}
