@@ -58,8 +58,10 @@ def test_report_from_sweep_has_every_figure_and_table(toy_sweep, tmp_path):
     assert all(png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000 for png in images)
     for title in FIGURE_TITLES:
         assert title in page, title
-    for row in ("NuRD-MD (λ=1)", "NuRD-ML (λ=1)", "λ = 0 classifier (MD)", "AE (MSE)"):
+    for row in ("NuRD-MD (λ=1)", "NuRD-ML (λ=1)", "λ = 0 classifier (MD)", "λ = 0 classifier (MD+DDT)",
+                "AE (MSE)", "AE (MSE+DDT)"):
         assert f"<td>{row}</td>" in page, row
+    assert "<th>AUC vs QCD at the top mass</th>" in page
     assert "toy numbers, noisy" in page and "nurdad commit" in page
     assert str(root / "toy.h5") in page  # the data files of the provenance block
     assert not (tmp_path / "report.metrics.json").exists()  # the sweep's own evaluation was used

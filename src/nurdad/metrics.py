@@ -224,6 +224,25 @@ def _separation(bkg: np.ndarray, sig: np.ndarray, efficiencies: Sequence[float])
     return out
 
 
+MASS_WINDOW_QUANTILES = (0.16, 0.84)  # the anomaly's central 68% mass interval
+
+
+def auroc_in_mass_window(bkg_scores, bkg_mass, sig_scores, sig_mass,
+                         quantiles: Sequence[float] = MASS_WINDOW_QUANTILES) -> dict:
+    """AUROC of signal vs background jets inside the signal's central mass interval (GeV).
+
+    What a bump hunt at the anomaly's mass sees: separation that does not come from the mass itself.
+    Returns {'auroc', 'window_gev': [lo, hi], 'n_background', 'n_signal'}; the AUROC is nan when
+    fewer than 2 jets of either kind are inside.
+    """
+    bkg, bkg_m = _paired(bkg_scores, bkg_mass, "background scores", "background mass")
+    sig, sig_m = _paired(sig_scores, sig_mass, "signal scores", "signal mass")
+    lo, hi = (float(v) for v in np.quantile(sig_m, quantiles))
+    b, t = bkg[(bkg_m >= lo) & (bkg_m <= hi)], sig[(sig_m >= lo) & (sig_m <= hi)]
+    value = auroc(b, t) if min(len(b), len(t)) >= 2 else math.nan
+    return {"auroc": value, "window_gev": [lo, hi], "n_background": len(b), "n_signal": len(t)}
+
+
 def summarize_detector(scores_by_process: Mapping[str, np.ndarray],
                        mass_by_process: Mapping[str, np.ndarray] | None = None,
                        background: Sequence[str] = BACKGROUNDS, mass_bins=DEFAULT_MASS_BINS_GEV,
@@ -234,7 +253,8 @@ def summarize_detector(scores_by_process: Mapping[str, np.ndarray],
     For each anomaly process (a key not in `background`): AUROC and 1/eps_B at each efficiency
     against each background present and against all background jets pooled ('vs_mix'). On QCD
     (when 'qcd' and its mass are given): Pearson and distance correlation of score and mass (GeV) and
-    1/JSD at each kept fraction. Keys: 'rejection_30' for eff 0.3, 'inverse_jsd_10' for keep 0.1.
+    1/JSD at each kept fraction; and per anomaly 'vs_qcd_in_mass_window' (`auroc_in_mass_window`,
+    when the masses are given). Keys: 'rejection_30' for eff 0.3, 'inverse_jsd_10' for keep 0.1.
 
     Returns {'n_jets': {process: int}, 'anomalies': {process: {'vs_qcd': {...}, 'vs_wz': {...},
     'vs_mix': {...}}}, 'qcd_mass': {...}}. Processes missing from `scores_by_process` are skipped;
@@ -250,6 +270,9 @@ def summarize_detector(scores_by_process: Mapping[str, np.ndarray],
     for proc in sorted(set(scores) - set(background)):
         res = {f"vs_{b}": _separation(scores[b], scores[proc], efficiencies) for b in bkg}
         res["vs_mix"] = _separation(mix, scores[proc], efficiencies)
+        if mass_by_process is not None and "qcd" in scores and {"qcd", proc} <= set(mass_by_process):
+            res["vs_qcd_in_mass_window"] = auroc_in_mass_window(
+                scores["qcd"], mass_by_process["qcd"], scores[proc], mass_by_process[proc])
         summary["anomalies"][proc] = res
     if "qcd" in scores and mass_by_process is not None:
         if "qcd" not in mass_by_process:
