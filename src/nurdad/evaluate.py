@@ -8,8 +8,9 @@ For every score of a run (``nurd_md``, ``nurd_ml``, each ``d_<class>``; ``ae_mse
 ``nurd_md_ddt``, ``ae_mse_ddt``: the main score made mass-independent on QCD by `nurdad.ddt`, the
 classic competitor of a learned decorrelation; higher = more anomalous) the metrics are
 `nurdad.metrics.summarize_detector` (AUROC and 1/eps_B at eps_S = 30%, 50% against QCD, W/Z and
-their pooled mix; Pearson and distance correlation with the jet mass on QCD;
-1/JSD of the QCD mass after cuts keeping 10% and 1%), plus two robustness studies:
+their pooled mix; the AUROC against QCD inside the anomaly's central 68% mass window; Pearson and
+distance correlation with the jet mass on QCD; 1/JSD of the QCD mass after cuts keeping 10% and 1%),
+plus two robustness studies:
 
 - ``robustness.mix``: `nurdad.metrics.robustness_vs_mix`, AUROC and 1/eps_B as the QCD share of the
   background runs over 0, 0.25, ..., 1;
