@@ -177,8 +177,7 @@ def train_toy_encoder(lam, seed=0, epochs=20, batch_size=256, critic_steps=10, d
             if lam > 0 and dependence == "critic":
                 loss = loss + lam * dependence_penalty(critic, r, y[idx], z[idx], w[idx], g)
             elif lam > 0:
-                loss = loss + lam * disco_penalty(r, y[idx], z[idx], w[idx], 2, critic.scaled,
-                                                  critic.config.shrinkage)
+                loss = loss + lam * disco_penalty(r, y[idx], z[idx], w[idx], 2, critic.config.shrinkage)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

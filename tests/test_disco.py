@@ -6,7 +6,7 @@ import torch
 
 from nurdad.metrics import distance_correlation
 from nurdad.nurd.critic import whitened
-from nurdad.nurd.disco import batch_scores, disco_penalty, distance_correlation_sq
+from nurdad.nurd.disco import detector_view, disco_penalty, distance_correlation_sq
 
 
 def toy_pairs(n, dependent, seed=0):
@@ -51,8 +51,7 @@ def test_penalty_gradient_is_finite_and_order_free():
     w = torch.ones(64)
 
     def penalty(order):
-        return disco_penalty(r[order], y[order], z[order].float(), w[order], 2,
-                             lambda x, labels: whitened(x, labels, 2, 1e-3), 1e-3)
+        return disco_penalty(r[order], y[order], z[order].float(), w[order], 2, 1e-3)
 
     value = penalty(torch.arange(64))
     value.backward()
@@ -61,12 +60,14 @@ def test_penalty_gradient_is_finite_and_order_free():
     assert shuffled.item() == pytest.approx(value.item(), rel=1e-5)
 
 
-def test_batch_scores_equal_the_min_mahalanobis_distance():
+def test_detector_view_is_the_whitened_r_and_the_min_mahalanobis_distance():
     g = torch.Generator().manual_seed(3)
     r = torch.randn(200, 4, generator=g, dtype=torch.float64)
     y = torch.arange(200) % 2
     r[y == 1] += 3.0
-    scores = batch_scores(r, y, 2, shrinkage=1e-9).numpy()
+    white, scores = detector_view(r, y, 2, shrinkage=1e-9)
+    np.testing.assert_allclose(white.numpy(), whitened(r, y, 2, shrinkage=1e-9).numpy(), rtol=1e-10)
+    scores = scores.numpy()
     x, labels = r.numpy(), y.numpy()
     means = np.stack([x[labels == k].mean(0) for k in (0, 1)])
     centred = x - means[labels]

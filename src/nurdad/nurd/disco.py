@@ -5,10 +5,10 @@ squared distance correlation dCor^2(score, mass), which is zero if and only if t
 Here it is the alternative to the NuRD critic: the same quantity, I(r; z | y) = 0, is driven to zero,
 but the "critic" is exact on every batch (O(B^2 D) arithmetic, no adversary to keep up to date).
 
-The penalty is sum_k p_k dCor_w^2(r_k, z_k), r_k the class-k representations of the batch centred
-and whitened like the Mahalanobis detector sees them (`nurdad.nurd.critic.whitened`), weighted by
-the nuisance weights w. Its gradient is a smooth function of r: no adversarial game, so nothing can
-collapse by chasing a critic.
+The penalty is sum_k p_k [dCor_w^2(r_k, z_k) + dCor_w^2(s_k, z_k)], r_k the class-k representations
+of the batch centred and whitened like the Mahalanobis detector sees them and s_k their
+min-Mahalanobis score (`detector_view`), weighted by the nuisance weights w. Its gradient is a
+smooth function of r: no adversarial game, so nothing can collapse by chasing a critic.
 """
 
 from __future__ import annotations
@@ -45,23 +45,27 @@ def distance_correlation_sq(x: Tensor, z: Tensor, weights: Tensor) -> Tensor:
     return moment(a, b) / (moment(a, a) * moment(b, b)).clamp_min(1e-24).sqrt()
 
 
-def batch_scores(r: Tensor, y: Tensor, n_classes: int, shrinkage: float) -> Tensor:
-    """min_k Mahalanobis distance of each jet to the batch's class means (B,), the detector's score
-    with the batch's (detached) statistics; differentiable in r."""
+def detector_view(r: Tensor, y: Tensor, n_classes: int, shrinkage: float) -> tuple[Tensor, Tensor]:
+    """r as the Mahalanobis detector sees it, with the batch's (detached) class means and pooled
+    covariance: (r centred on its own class mean and whitened (B, D), the min-over-classes
+    Mahalanobis score (B,)); both differentiable in r."""
     means, inverse_cholesky = batch_whitening(r, y, n_classes, shrinkage)
     white = (r.unsqueeze(1) - means.unsqueeze(0)) @ inverse_cholesky.T  # (B, K, D)
-    return white.square().sum(-1).min(dim=1).values
+    own = white[torch.arange(r.shape[0], device=r.device), y.long()]
+    return own, white.square().sum(-1).min(dim=1).values
 
 
 def disco_penalty(r: Tensor, y: Tensor, z: Tensor, weights: Tensor, n_classes: int,
-                  transform, shrinkage: float = 0.05) -> Tensor:
-    """sum_k p_k dCor_w^2(transform(r)_k, z_k): the dependence of r on z within each class.
+                  shrinkage: float) -> Tensor:
+    """sum_k p_k [dCor_w^2(white r_k, z_k) + dCor_w^2(score_k, z_k)]: the dependence on z within
+    each class of the whitened representation and of the detector's score (`detector_view`).
 
-    `transform(r, y)` maps the batch's representations to the detector's geometry; p_k is the class's
-    share of the batch weight. Classes with fewer than 3 jets in the batch are skipped.
+    Both terms are needed on real jets (RESULTS.md): the representation term alone leaves a
+    dependence in the spread of r that Euclidean distances barely see, the score term alone leaves
+    the representation free to keep the mass. p_k is the class's share of the batch weight; classes
+    with fewer than 3 jets in the batch are skipped.
     """
-    scaled = transform(r, y)
-    scores = batch_scores(r, y, n_classes, shrinkage)
+    white, scores = detector_view(r, y, n_classes, shrinkage)
     total = weights.sum()
     penalty = torch.zeros((), dtype=r.dtype, device=r.device)
     for k in range(n_classes):
@@ -69,6 +73,6 @@ def disco_penalty(r: Tensor, y: Tensor, z: Tensor, weights: Tensor, n_classes: i
         if int(rows.sum()) < 3:
             continue
         share = weights[rows].sum() / total
-        penalty = penalty + share * (distance_correlation_sq(scaled[rows], z[rows], weights[rows])
+        penalty = penalty + share * (distance_correlation_sq(white[rows], z[rows], weights[rows])
                                      + distance_correlation_sq(scores[rows], z[rows], weights[rows]))
     return penalty

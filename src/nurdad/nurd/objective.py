@@ -208,8 +208,7 @@ class NurdObjective:
         return sums
 
     def _disco(self, r: Tensor, y: Tensor, z: Tensor, w: Tensor) -> Tensor:
-        return disco_penalty(r, y, z, w, self.critic.n_classes, self.critic.scaled,
-                             self.config.critic.shrinkage)
+        return disco_penalty(r, y, z, w, self.critic.n_classes, self.config.critic.shrinkage)
 
     def selection(self, means: dict[str, float]) -> float:
         """Model selection criterion (lower is better): weighted CE + lambda * info."""
