@@ -375,6 +375,12 @@ def _img(png: bytes, title: str, caption: str = "") -> str:
             f"<figcaption>{text}</figcaption></figure>")
 
 
+_REFERENCE_ROWS = {  # (model, score) -> row name of the lambda = 0 classifier and the AE in the talk table
+    ("nurd", "nurd_md"): "λ = 0 classifier (MD)", ("nurd", "nurd_md_ddt"): "λ = 0 classifier (MD+DDT)",
+    ("ae", "ae_mse"): "AE (MSE)", ("ae", "ae_mse_ddt"): "AE (MSE+DDT)",
+}
+
+
 def talk_rows(metrics: dict, anomaly: str) -> list[tuple[str, dict, dict]]:
     """(row name, run entry, score entry) of the talk's table: NuRD-MD and NuRD-ML for every
     lambda > 0 (by lambda), the lambda = 0 classifier (MD), the AE, and the DDT-decorrelated
@@ -385,10 +391,7 @@ def talk_rows(metrics: dict, anomaly: str) -> list[tuple[str, dict, dict]]:
             for score in ("nurd_md", "nurd_ml"):
                 if score in run["scores"]:
                     rows.append((run["scores"][score]["method"], run, run["scores"][score]))
-        named = {("nurd", "nurd_md"): "λ = 0 classifier (MD)",
-                 ("nurd", "nurd_md_ddt"): "λ = 0 classifier (MD+DDT)",
-                 ("ae", "ae_mse"): "AE (MSE)", ("ae", "ae_mse_ddt"): "AE (MSE+DDT)"}
-        for (model, score), name in named.items():
+        for (model, score), name in _REFERENCE_ROWS.items():
             if run["model"] == model and not run["lambda"] and score in run["scores"]:
                 rows.append((name, run, run["scores"][score]))
     return [r for r in rows if anomaly in r[2]["anomalies"]]
@@ -396,9 +399,8 @@ def talk_rows(metrics: dict, anomaly: str) -> list[tuple[str, dict, dict]]:
 
 def talk_table(metrics: dict, anomaly: str) -> str:
     header = ("method", f"AUC {anomaly} vs QCD+W/Z", "AUC vs QCD", f"AUC vs QCD at the {anomaly} mass",
-              "|corr(score, m)| QCD",
-              "dCor(score, m) QCD", "1/JSD@10%", "1/JSD@1%", "AUC range over mix", "parameters",
-              "MACs/jet")
+              "|corr(score, m)| QCD", "dCor(score, m) QCD", "1/JSD@10%", "1/JSD@1%", "AUC range over mix",
+              "parameters", "MACs/jet")
     rows = []
     for name, run, entry in talk_rows(metrics, anomaly):
         res, qcd = entry["anomalies"][anomaly], entry.get("qcd_mass", {})
